@@ -1,0 +1,120 @@
+"""The instructor CLI: ``python -m autograde {release,grade,check,strip}``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from autograde.assignment import NOTEBOOKS_DIR, AssignmentError
+from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_positive(int), default=os.cpu_count() or 1,
+                        help="parallel grading processes (default: number of cores)")
+    parser.add_argument("--cell-timeout", type=_positive(float), default=DEFAULT_CELL_TIMEOUT,
+                        help="seconds one cell may run before it is interrupted (default %(default)s)")
+    parser.add_argument("--notebook-timeout", type=_positive(float), default=DEFAULT_NOTEBOOK_TIMEOUT,
+                        help="seconds one notebook may run before it is stopped (default %(default)s)")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR,
+                        help="folder of instructor source notebooks (default: notebooks/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograde", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    rel = verbs.add_parser("release", help="generate the student notebooks, verified leak-free")
+    rel.add_argument("--out", type=Path, default=Path("student"), help="output folder (default: student/)")
+    rel.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR)
+
+    gra = verbs.add_parser("grade", help="grade a folder or .zip of <student>/<notebook>.ipynb")
+    gra.add_argument("submissions", type=Path)
+    gra.add_argument("--out", type=Path, required=True, help="results folder")
+    gra.add_argument("--force", action="store_true", help="replace grades already in --out")
+    _add_execution_options(gra)
+
+    chk = verbs.add_parser("check", help="sources must score full marks, the release exactly zero")
+    _add_execution_options(chk)
+
+    strip = verbs.add_parser("strip", help="clear outputs and execution counts in place")
+    strip.add_argument("paths", nargs="+", type=Path)
+    strip.add_argument("--check", action="store_true", help="only report; exit 1 if any is not clean")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return _run(args, console)
+    except (AssignmentError, FileExistsError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, console: Console) -> int:
+    from autograde.assignment import source_notebooks
+
+    if args.verb == "release":
+        from autograde.release import release
+
+        for path in release(args.out, source_notebooks(args.notebooks)):
+            console.print(f"released {path} (leak check passed)")
+        return 0
+
+    if args.verb == "strip":
+        import nbformat
+
+        from autograde.strip import is_clean, strip_notebook
+
+        dirty = []
+        for path in args.paths:
+            if args.check:
+                if not is_clean(nbformat.read(path, as_version=4)):
+                    dirty.append(path)
+            elif strip_notebook(path):
+                console.print(f"stripped {path}")
+        for path in dirty:
+            console.print(f"[red]{path} has outputs or execution counts[/red]")
+        return 1 if dirty else 0
+
+    from autograde.grade import GradeOptions
+
+    options = GradeOptions(workers=args.workers, cell_timeout=args.cell_timeout,
+                           notebook_timeout=args.notebook_timeout)
+    sources = source_notebooks(args.notebooks)
+    if args.verb == "grade":
+        from autograde.grade import grade
+
+        grade(args.submissions, args.out, options, sources=sources, force=args.force, console=console)
+        return 0
+
+    from autograde.check import check
+
+    problems = check(options, sources=sources, console=console)
+    for problem in problems:
+        console.print(f"[red]deviation:[/red] {problem}")
+    if problems:
+        console.print(f"[bold red]check failed: {len(problems)} deviation(s)[/bold red]")
+        return 1
+    console.print("[bold green]check passed: sources full marks, release zero, no leaks[/bold green]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""`autograde grade`: a folder (or .zip) of submissions -> grades.csv, checkpoints.csv,
+feedback HTML and the nbgrader gradebook, in parallel over worker processes.
+
+Workers only execute and score; this process is the single writer of every output, so the
+SQLite gradebook never sees two writers ("database is locked")."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbgrader.api import Gradebook
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autograde.assignment import ASSIGNMENT_ID, COURSE_ID, Assignment, build_assignment, source_notebooks
+from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, become_subreaper
+from autograde.submissions import collect
+from autograde.worker import GradeJob, NotebookResult, grade_notebook, missing_result
+
+GRADES_COLUMNS = ["student", "notebook", "score", "max_score", "status", "flags", "message"]
+CHECKPOINT_COLUMNS = ["student", "notebook", "checkpoint", "score", "max_score", "passed", "message"]
+
+
+class ResultsExistError(FileExistsError):
+    """The results folder already holds grades and --force was not given."""
+
+
+@dataclass
+class GradeOptions:
+    workers: int = os.cpu_count() or 1
+    cell_timeout: float = DEFAULT_CELL_TIMEOUT
+    notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT
+
+
+def _worker_init() -> None:
+    become_subreaper()
+
+
+def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | None = None,
+             label: str = "grading") -> list[NotebookResult]:
+    """Grade every job over ``options.workers`` processes, with a progress bar.
+
+    A worker process that dies (killed by the OS, say) costs only the job it was running:
+    that job is reported as crashed, the pool is rebuilt, and the rest go on."""
+    console = console or Console(stderr=True)
+    results: dict[int, NotebookResult] = {}
+    pending = {i: job for i, job in enumerate(jobs) if job.path is not None}
+    for i, job in enumerate(jobs):
+        if job.path is None:
+            results[i] = missing_result(job)
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=len(jobs), completed=len(results), last="")
+        while pending:
+            context = multiprocessing.get_context("spawn")
+            workers = max(1, min(options.workers, len(pending)))
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+                futures: dict[Future, int] = {pool.submit(grade_notebook, job): i for i, job in pending.items()}
+                broken = False
+                for future in as_completed(futures):
+                    index = futures[future]
+                    job = pending[index]
+                    try:
+                        results[index] = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        continue
+                    except Exception as exc:  # a bug of ours must not stop the batch
+                        results[index] = _crashed(job, f"grader error: {type(exc).__name__}: {exc}")
+                    del pending[index]
+                    done = results[index]
+                    progress.update(task, advance=1, last=f"{done.student}/{done.notebook}: {done.status}")
+                if broken:
+                    # Which job killed the pool is unknowable; retry the unfinished ones one at a
+                    # time so only the culprit is marked crashed.
+                    for index in list(pending):
+                        results[index] = _run_isolated(pending.pop(index))
+                        done = results[index]
+                        progress.update(task, advance=1, last=f"{done.student}/{done.notebook}: {done.status}")
+    return [results[i] for i in range(len(jobs))]
+
+
+def _run_isolated(job: GradeJob) -> NotebookResult:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init) as pool:
+        try:
+            return pool.submit(grade_notebook, job).result()
+        except BrokenProcessPool:
+            return _crashed(job, "the grading process was killed (memory or process limit?)")
+        except Exception as exc:
+            return _crashed(job, f"grader error: {type(exc).__name__}: {exc}")
+
+
+def _crashed(job: GradeJob, message: str) -> NotebookResult:
+    result = missing_result(job)
+    result.status, result.message = "crashed", message
+    for checkpoint in result.checkpoints:
+        checkpoint.message = "not graded"
+    return result
+
+
+def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feedback_dir: Path,
+              options: GradeOptions, notes: dict | None = None) -> list[GradeJob]:
+    notes = notes or {}
+    return [
+        GradeJob(
+            student=student,
+            spec=spec,
+            path=notebooks.get(name),
+            feedback_dir=feedback_dir,
+            cell_timeout=options.cell_timeout,
+            notebook_timeout=options.notebook_timeout,
+            note=notes.get((student, name), ""),
+        )
+        for student, notebooks in sorted(students.items())
+        for name, spec in assignment.notebooks.items()
+    ]
+
+
+def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None = None,
+          sources: list[Path] | None = None, force: bool = False,
+          console: Console | None = None) -> list[NotebookResult]:
+    options = options or GradeOptions()
+    console = console or Console()
+    out = Path(out)
+    if (out / "grades.csv").exists() and not force:
+        raise ResultsExistError(f"{out} already holds grades; pass --force to replace them")
+    sources = list(sources) if sources is not None else source_notebooks()
+    # Read the submissions first: a bad argument fails before anything is written.
+    collected = collect(submissions, [Path(p).stem for p in sources])
+    try:
+        if out.exists() and force:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        assignment = build_assignment(out / "nbgrader", sources)
+        if not collected.students:
+            console.print(f"[yellow]no student folders found in {submissions}[/yellow]")
+        jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes)
+        results = run_jobs(jobs, options, console=console)
+    finally:
+        collected.close()
+    write_gradebook(assignment, results)
+    write_reports(out, results)
+    print_summary(results, console, out)
+    return results
+
+
+def write_gradebook(assignment: Assignment, results: list[NotebookResult]) -> None:
+    with Gradebook(assignment.db_url, COURSE_ID) as gradebook:
+        for student in sorted({r.student for r in results}):
+            gradebook.update_or_create_student(student)
+            gradebook.update_or_create_submission(ASSIGNMENT_ID, student)
+        for result in results:
+            if result.status == "missing":
+                continue
+            for checkpoint in result.checkpoints:
+                grade = gradebook.find_grade(checkpoint.grade_id, result.notebook, ASSIGNMENT_ID, result.student)
+                grade.auto_score = checkpoint.score
+        gradebook.db.commit()
+
+
+def write_reports(out: Path, results: list[NotebookResult]) -> None:
+    with open(out / "grades.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, GRADES_COLUMNS)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({"student": r.student, "notebook": r.notebook, "score": f"{r.score:g}",
+                             "max_score": f"{r.max_score:g}", "status": r.status,
+                             "flags": ";".join(r.flags), "message": r.message})
+    with open(out / "checkpoints.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, CHECKPOINT_COLUMNS)
+        writer.writeheader()
+        for r in results:
+            for c in r.checkpoints:
+                writer.writerow({"student": r.student, "notebook": r.notebook, "checkpoint": c.grade_id,
+                                 "score": f"{c.score:g}", "max_score": f"{c.max_score:g}",
+                                 "passed": str(c.passed).lower(), "message": c.message})
+    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
+
+
+STATUS_STYLE = {"graded": "green", "missing": "dim", "unreadable": "red", "timeout": "yellow", "crashed": "red"}
+
+
+def print_summary(results: list[NotebookResult], console: Console, out: Path | None = None) -> None:
+    table = Table(title="Grades", show_lines=False)
+    for column in ("student", "notebook", "score", "status", "flags", "message"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        style = STATUS_STYLE.get(r.status, "")
+        table.add_row(r.student, r.notebook, f"{r.score:g} / {r.max_score:g}",
+                      f"[{style}]{r.status}[/{style}]", ", ".join(r.flags), r.message[:120])
+    console.print(table)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(f"{len(results)} notebook(s): {summary}")
+    if out is not None:
+        console.print(f"grades: {out / 'grades.csv'}  checkpoints: {out / 'checkpoints.csv'}  "
+                      f"feedback: {out / 'feedback'}  gradebook: {out / 'nbgrader' / 'gradebook.db'}")

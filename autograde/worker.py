@@ -1,0 +1,158 @@
+"""Grade one (student, notebook): read, restore locked cells, execute, score, write feedback.
+
+Runs inside a worker process. Everything it returns is plain data; the parent process is
+the only writer of the gradebook and the CSVs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbgrader.utils import determine_grade
+
+from autograde.assignment import NotebookSpec
+from autograde.feedback import write_feedback
+from autograde.restore import restore_cells
+from autograde.runner import execute_notebook
+
+STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
+
+
+@dataclass
+class CheckpointResult:
+    grade_id: str
+    score: float
+    max_score: float
+    message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.score >= self.max_score > 0
+
+
+@dataclass
+class NotebookResult:
+    student: str
+    notebook: str
+    status: str
+    score: float
+    max_score: float
+    flags: list[str] = field(default_factory=list)
+    message: str = ""
+    checkpoints: list[CheckpointResult] = field(default_factory=list)
+    feedback_path: str = ""
+    duration_s: float = 0.0
+    execution_s: float = 0.0  # time inside the kernel, kernel start excluded
+    reached_last_cell: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GradeJob:
+    student: str
+    spec: NotebookSpec
+    path: Path | None  # None: not submitted
+    feedback_dir: Path
+    cell_timeout: float
+    notebook_timeout: float
+    note: str = ""
+
+
+def missing_result(job: GradeJob) -> NotebookResult:
+    return NotebookResult(
+        student=job.student,
+        notebook=job.spec.name,
+        status="missing",
+        score=0.0,
+        max_score=job.spec.max_score,
+        message="no notebook with this name was submitted",
+        checkpoints=[_zero(c.grade_id, c.points, "not submitted") for c in job.spec.graded_cells],
+    )
+
+
+def grade_notebook(job: GradeJob) -> NotebookResult:
+    """Grade one submission; never raises for anything the submission does."""
+    import time
+
+    started = time.perf_counter()
+    spec = job.spec
+    if job.path is None:
+        return missing_result(job)
+    result = NotebookResult(
+        student=job.student, notebook=spec.name, status="graded", score=0.0, max_score=spec.max_score
+    )
+    try:
+        submission = nbformat.read(job.path, as_version=4)
+        nbformat.validate(submission)
+    except (json.JSONDecodeError, nbformat.ValidationError, UnicodeDecodeError, OSError,
+            AttributeError, KeyError, TypeError, ValueError) as exc:
+        result.status = "unreadable"
+        result.message = f"not a readable notebook: {type(exc).__name__}: {_short(str(exc))}"
+        result.checkpoints = [_zero(c.grade_id, c.points, "notebook unreadable") for c in spec.graded_cells]
+        result.duration_s = time.perf_counter() - started
+        return result
+
+    prepared, result.flags = restore_cells(submission, spec)
+    execution = execute_notebook(
+        prepared,
+        cell_timeout=job.cell_timeout,
+        notebook_timeout=job.notebook_timeout,
+        allow_errors=True,
+    )
+    result.execution_s = max(execution.duration_s - execution.kernel_start_s, 0.0)
+    result.reached_last_cell = execution.reached_last_cell
+    if execution.status in ("timeout", "crashed"):
+        result.status = execution.status
+        result.message = execution.message
+    result.checkpoints = score_cells(execution.notebook, spec)
+    result.score = sum(c.score for c in result.checkpoints)
+    if job.note:
+        result.message = "; ".join(m for m in (result.message, job.note) if m)
+    result.feedback_path = str(write_feedback(execution.notebook, spec, result, job.feedback_dir))
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec) -> list[CheckpointResult]:
+    """Score every graded cell of the assignment with nbgrader's rule (an error or any
+    stderr output scores zero); a graded cell that never ran scores zero."""
+    by_id = {
+        cell.metadata["nbgrader"]["grade_id"]: cell
+        for cell in executed.cells
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    }
+    results = []
+    for cell_spec in spec.graded_cells:
+        cell = by_id.get(cell_spec.grade_id)
+        if cell is None or cell.cell_type != "code" or cell.get("execution_count") is None:
+            results.append(_zero(cell_spec.grade_id, cell_spec.points, "did not run"))
+            continue
+        score, max_score = determine_grade(cell)
+        score = float(score or 0.0)
+        results.append(CheckpointResult(cell_spec.grade_id, score, max_score, cell_message(cell)))
+    return results
+
+
+def cell_message(cell: nbformat.NotebookNode) -> str:
+    """The student-facing outcome of a graded cell: the error's message, or its stdout."""
+    for output in cell.get("outputs", []):
+        if output.output_type == "error":
+            return _short(f"{output.ename}: {output.evalue}" if output.evalue else output.ename)
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream" and output.name == "stderr":
+            return "wrote to stderr (a graded cell must not): " + _short(output.text)
+    text = "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream")
+    return _short(text)
+
+
+def _zero(grade_id: str, points: float, message: str) -> CheckpointResult:
+    return CheckpointResult(grade_id, 0.0, points, message)
+
+
+def _short(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
