@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from autograde.assignment import NOTEBOOKS_DIR, AssignmentError
-from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT
+from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_NOTEBOOK_TIMEOUT, Limits
 
 
 def _positive(kind):
@@ -32,6 +32,12 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds one notebook may run before it is stopped (default %(default)s)")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR,
                         help="folder of instructor source notebooks (default: notebooks/)")
+    parser.add_argument("--memory-mb", type=_positive(float), default=DEFAULT_MEMORY_MB,
+                        help="memory one notebook (kernel and children) may use (default %(default)s)")
+    parser.add_argument("--max-processes", type=_positive(int), default=256,
+                        help="process limit inside the sandbox (default %(default)s)")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run kernels with the grader's own privileges (trusted notebooks only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,8 +101,9 @@ def _run(args, console: Console) -> int:
 
     from autograde.grade import GradeOptions
 
+    limits = Limits(memory_mb=args.memory_mb, max_processes=args.max_processes, sandbox=not args.no_sandbox)
     options = GradeOptions(workers=args.workers, cell_timeout=args.cell_timeout,
-                           notebook_timeout=args.notebook_timeout)
+                           notebook_timeout=args.notebook_timeout, limits=limits)
     sources = source_notebooks(args.notebooks)
     if args.verb == "grade":
         from autograde.grade import grade

@@ -11,9 +11,10 @@ import json
 import multiprocessing
 import os
 import shutil
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autograde.assignment import ASSIGNMENT_ID, COURSE_ID, Assignment, build_assignment, source_notebooks
-from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, become_subreaper
+from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Limits, become_subreaper
 from autograde.submissions import collect
 from autograde.worker import GradeJob, NotebookResult, grade_notebook, missing_result
 
@@ -39,6 +40,7 @@ class GradeOptions:
     workers: int = os.cpu_count() or 1
     cell_timeout: float = DEFAULT_CELL_TIMEOUT
     notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT
+    limits: Limits = field(default_factory=lambda: Limits(sandbox=True))
 
 
 def _worker_init() -> None:
@@ -122,6 +124,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             cell_timeout=options.cell_timeout,
             notebook_timeout=options.notebook_timeout,
             note=notes.get((student, name), ""),
+            limits=options.limits,
         )
         for student, notebooks in sorted(students.items())
         for name, spec in assignment.notebooks.items()
@@ -144,6 +147,9 @@ def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         assignment = build_assignment(out / "nbgrader", sources)
+        # Student kernels must not see the gradebook, other students' feedback or the sources.
+        limits = replace(options.limits, hide=[*options.limits.hide, out.resolve(), Path(submissions).resolve()])
+        options = replace(options, limits=limits)
         if not collected.students:
             console.print(f"[yellow]no student folders found in {submissions}[/yellow]")
         jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes)
@@ -157,7 +163,9 @@ def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None
 
 
 def write_gradebook(assignment: Assignment, results: list[NotebookResult]) -> None:
-    with Gradebook(assignment.db_url, COURSE_ID) as gradebook:
+    with warnings.catch_warnings(), Gradebook(assignment.db_url, COURSE_ID) as gradebook:
+        # nbgrader's own session handling trips SQLAlchemy's autoflush warning; harmless.
+        warnings.simplefilter("ignore")
         for student in sorted({r.student for r in results}):
             gradebook.update_or_create_student(student)
             gradebook.update_or_create_submission(ASSIGNMENT_ID, student)
@@ -206,6 +214,10 @@ def print_summary(results: list[NotebookResult], console: Console, out: Path | N
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     console.print(f"{len(results)} notebook(s): {summary}")
+    unsandboxed = sum("unsandboxed" in r.flags for r in results)
+    if unsandboxed:
+        console.print(f"[bold red]WARNING: {unsandboxed} notebook(s) ran WITHOUT the sandbox (student code had "
+                      "the grader's privileges); grade as root on Linux for isolation. See README, Grading.[/bold red]")
     if out is not None:
         console.print(f"grades: {out / 'grades.csv'}  checkpoints: {out / 'checkpoints.csv'}  "
                       f"feedback: {out / 'feedback'}  gradebook: {out / 'nbgrader' / 'gradebook.db'}")

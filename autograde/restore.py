@@ -61,7 +61,7 @@ def restore_cells(submission: NotebookNode, spec: NotebookSpec) -> tuple[Noteboo
             flags.append(f"duplicated-cell:{grade_id}")
         seen.add(grade_id)
         if cell_spec.locked or (cell_spec.graded and not cell_spec.solution):
-            if cell.source.strip() != cell_spec.released_source.strip():
+            if cell.source.strip() not in (cell_spec.released_source.strip(), cell_spec.source.strip()):
                 flags.append(f"edited-locked-cell:{grade_id}")
             cell.source = cell_spec.source
             if cell.cell_type != cell_spec.cell_type:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import nbformat
 import psutil
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
@@ -36,6 +39,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_CELL_TIMEOUT = 120.0
 DEFAULT_NOTEBOOK_TIMEOUT = 600.0
+DEFAULT_MEMORY_MB = 6144
+DEFAULT_OUTPUT_MB = 4.0
+# What a submission's kernel must never see when sandboxed (see autograde/sandbox.py).
+GRADER_PRIVATE_PATHS = [REPO_ROOT / name for name in ("notebooks", "tests", "examples", "build", ".git")]
+
+
+@dataclass
+class Limits:
+    """Resource limits of one execution; ``sandbox`` confines the kernel (see sandbox.py)."""
+
+    memory_mb: float = DEFAULT_MEMORY_MB  # resident memory of the kernel and its children
+    output_mb: float = DEFAULT_OUTPUT_MB  # output kept per cell; the rest is dropped
+    max_processes: int = 256
+    cpu_seconds: int = 1800
+    sandbox: bool = False
+    hide: list[Path] = field(default_factory=list)  # extra paths to hide, e.g. the results folder
 
 # Kernel environment: offline for model hubs, quiet on stderr, headless plotting.
 KERNEL_ENV = {
@@ -70,6 +89,9 @@ class ExecutionResult:
     kernel_start_s: float = 0.0
     timed_out_cells: list[int] = field(default_factory=list)
     workdir: Path | None = None
+    sandbox_mode: str = "off"  # "isolated" | "limits-only" | "off"
+    sandbox_reason: str = ""
+    truncated_cells: list[int] = field(default_factory=list)
 
     @property
     def reached_last_cell(self) -> bool:
@@ -125,17 +147,47 @@ def kill_new_descendants(before: set[int], grace_s: float = 0.5) -> int:
     return len(victims)
 
 
-class _Client(NotebookClient):
-    """nbclient with a record of the cells whose timeout fired."""
+class SandboxedKernelManager(AsyncKernelManager):
+    """Starts the kernel through ``python -m autograde.sandbox`` (limits, and confinement
+    when possible)."""
 
-    def __init__(self, *args, **kwargs):
+    sandbox_args: list[str] = []
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        command = super().format_kernel_cmd(extra_arguments)
+        if not self.sandbox_args:
+            return command
+        return [sys.executable, "-m", "autograde.sandbox", *self.sandbox_args, "--", *command]
+
+
+class _Client(NotebookClient):
+    """nbclient that records the cells whose timeout fired and caps each cell's output, so
+    an output flood cannot exhaust the grader's memory."""
+
+    def __init__(self, *args, output_limit_bytes: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.timed_out_cells: list[int] = []
+        self.truncated_cells: list[int] = []
         self._current_index = -1
+        self._output_limit = output_limit_bytes
+        self._output_bytes: dict[int, int] = {}
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self.timed_out_cells.append(self._current_index)
         return await super()._async_handle_timeout(timeout, cell)
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = len(json.dumps(msg.get("content", {}), default=str))
+        used = self._output_bytes.get(cell_index, 0) + size
+        self._output_bytes[cell_index] = used
+        if used > self._output_limit:
+            if cell_index not in self.truncated_cells:
+                self.truncated_cells.append(cell_index)
+                outs.append(nbformat.v4.new_output(
+                    "stream", name="stdout",
+                    text=f"\n[output truncated: more than {self._output_limit // 1_000_000} MB]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
 
 
 def _load(notebook: str | os.PathLike | NotebookNode) -> NotebookNode:
@@ -153,19 +205,23 @@ def execute_notebook(
     allow_errors: bool = True,
     extra_env: dict[str, str] | None = None,
     keep_workdir: bool = False,
+    limits: Limits | None = None,
 ) -> ExecutionResult:
     """Execute a notebook top to bottom and return the executed copy with its status.
 
     ``status`` is ``completed`` (every cell ran), ``error`` (a cell raised and
     ``allow_errors`` is False), ``timeout`` (a cell hit ``cell_timeout`` and was interrupted,
-    or the whole run hit ``notebook_timeout``) or ``crashed`` (the kernel died or never
-    started). The notebook's own files are written in ``workdir``; a temporary one is
-    created and removed afterwards unless ``keep_workdir`` or ``workdir`` is given.
+    or the whole run hit ``notebook_timeout``) or ``crashed`` (the kernel died, never
+    started, or went over the memory limit). The notebook's own files are written in
+    ``workdir``; a temporary one is created and removed afterwards unless ``keep_workdir``
+    or ``workdir`` is given.
     """
+    limits = limits or Limits()
     nb = _load(notebook)
     own_workdir = workdir is None
     run_dir = Path(tempfile.mkdtemp(prefix="autograde-run-")) if own_workdir else Path(workdir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
 
     client = _Client(
         nb,
@@ -175,40 +231,56 @@ def execute_notebook(
         kernel_name="python3",
         startup_timeout=60,
         record_timing=True,
+        shutdown_kernel="immediate",  # everything it started is killed anyway
         resources={"metadata": {"path": str(run_dir)}},
+        kernel_manager_class=SandboxedKernelManager,
+        output_limit_bytes=int(limits.output_mb * 1_000_000),
     )
     client.log.setLevel(logging.CRITICAL)
     # IPC sockets inside the run folder: no TCP port to collide on, and no plain-TCP warning.
     client.km = client.create_kernel_manager()
     client.km.transport = "ipc"
     client.km.ip = str(run_dir / ".kernel-ipc")
+    client.km.sandbox_args = _sandbox_args(run_dir, limits)
+
+    env = kernel_env(extra_env)
+    env.update(HOME=str(run_dir), XDG_CACHE_HOME=str(run_dir / ".cache"),
+               HF_HOME=str(run_dir / ".cache" / "huggingface"), MPLCONFIGDIR=str(run_dir / ".cache" / "mpl"))
 
     become_subreaper()
     before = _descendants()
     deadline_hit = threading.Event()
+    memory_hit = threading.Event()
     status, message = "completed", ""
     started = time.perf_counter()
     kernel_start_s = 0.0
     try:
-        with client.setup_kernel(env=kernel_env(extra_env), cwd=str(run_dir)):
+        with client.setup_kernel(env=env, cwd=str(run_dir)):
             kernel_start_s = time.perf_counter() - started
             kernel_pid = client.km.provisioner.process.pid  # type: ignore[union-attr]
 
-            def _kill_kernel() -> None:
-                deadline_hit.set()
+            def _kill_kernel(flag: threading.Event) -> None:
+                flag.set()
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(kernel_pid, signal.SIGKILL)
+                kill_new_descendants(before, grace_s=0)
 
             remaining = max(notebook_timeout - kernel_start_s, 1.0)
-            watchdog = threading.Timer(remaining, _kill_kernel)
+            watchdog = threading.Timer(remaining, _kill_kernel, args=(deadline_hit,))
             watchdog.daemon = True
             watchdog.start()
+            stop_watching = threading.Event()
+            memory_watch = threading.Thread(
+                target=_watch_memory, args=(kernel_pid, limits.memory_mb, stop_watching,
+                                            lambda: _kill_kernel(memory_hit)), daemon=True)
+            memory_watch.start()
             try:
                 for index, cell in enumerate(nb.cells):
                     client._current_index = index
                     client.execute_cell(cell, index)
             finally:
                 watchdog.cancel()
+                stop_watching.set()
     except CellExecutionError as exc:
         status, message = "error", _first_line(str(exc))
     except DeadKernelError:
@@ -218,10 +290,14 @@ def execute_notebook(
         status, message = "crashed", f"kernel failure: {_first_line(str(exc))}"
     finally:
         kill_new_descendants(before)
+        sandbox_mode, sandbox_reason = _sandbox_report(run_dir, limits)
         if own_workdir and not keep_workdir:
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    if deadline_hit.is_set():
+    if memory_hit.is_set():
+        status = "crashed"
+        message = f"the notebook used more than {limits.memory_mb:.0f} MB of memory and was stopped"
+    elif deadline_hit.is_set():
         status = "timeout"
         message = f"the notebook did not finish within {notebook_timeout:.0f} s and was stopped"
     elif client.timed_out_cells and status in ("completed", "error"):
@@ -237,7 +313,54 @@ def execute_notebook(
         kernel_start_s=kernel_start_s,
         timed_out_cells=list(client.timed_out_cells),
         workdir=None if (own_workdir and not keep_workdir) else run_dir,
+        sandbox_mode=sandbox_mode,
+        sandbox_reason=sandbox_reason,
+        truncated_cells=list(client.truncated_cells),
     )
+
+
+def _sandbox_args(run_dir: Path, limits: Limits) -> list[str]:
+    args = ["--run-dir", str(run_dir), "--max-processes", str(limits.max_processes),
+            "--cpu-seconds", str(limits.cpu_seconds)]
+    if not limits.sandbox:
+        return args + ["--no-isolation"]
+    for path in [*GRADER_PRIVATE_PATHS, *limits.hide]:
+        args += ["--hide", str(path)]
+    # What the kernel needs: the interpreter, the virtualenv, and the verifiers hidden cells import.
+    for path in {Path(sys.base_prefix), Path(sys.prefix), REPO_ROOT / "checkpoints"}:
+        args += ["--expose", str(path)]
+    return args
+
+
+def _sandbox_report(run_dir: Path, limits: Limits) -> tuple[str, str]:
+    from autograde.sandbox import MARKER_FILE
+
+    try:
+        report = json.loads((run_dir / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return ("off", "the kernel did not start through the sandbox launcher")
+    mode = report.get("mode", "off")
+    if not limits.sandbox:
+        return ("off", "sandbox not requested")
+    return (mode, report.get("reason", ""))
+
+
+def _watch_memory(pid: int, limit_mb: float, stop: threading.Event, on_exceed) -> None:
+    """Poll the resident memory of the kernel and its children; call ``on_exceed`` once
+    they use more than ``limit_mb``."""
+    try:
+        kernel = psutil.Process(pid)
+    except psutil.Error:
+        return
+    while not stop.wait(0.2):
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            for proc in [kernel, *kernel.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+        if total > limit_mb * 1024 * 1024:
+            on_exceed()
+            return
 
 
 def _first_line(text: str, limit: int = 300) -> str:

@@ -15,7 +15,7 @@ from nbgrader.utils import determine_grade
 from autograde.assignment import NotebookSpec
 from autograde.feedback import write_feedback
 from autograde.restore import restore_cells
-from autograde.runner import execute_notebook
+from autograde.runner import Limits, execute_notebook
 
 STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
 
@@ -60,6 +60,7 @@ class GradeJob:
     cell_timeout: float
     notebook_timeout: float
     note: str = ""
+    limits: Limits = field(default_factory=Limits)
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -102,7 +103,12 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         cell_timeout=job.cell_timeout,
         notebook_timeout=job.notebook_timeout,
         allow_errors=True,
+        limits=job.limits,
     )
+    if job.limits.sandbox and execution.sandbox_mode != "isolated":
+        result.flags.append("unsandboxed")
+    if execution.truncated_cells:
+        result.flags.append("output-truncated")
     result.execution_s = max(execution.duration_s - execution.kernel_start_s, 0.0)
     result.reached_last_cell = execution.reached_last_cell
     if execution.status in ("timeout", "crashed"):
