@@ -47,6 +47,7 @@ class NotebookSpec:
     source_path: Path
     release_path: Path
     cells: dict[str, CellSpec] = field(default_factory=dict)  # in source order
+    released_code: frozenset[str] = frozenset()  # every code cell the student was given, stripped
 
     @property
     def filename(self) -> str:
@@ -142,12 +143,14 @@ def _read_spec(gradebook: Gradebook, name: str, source_path: Path, release_path:
     stored_source = {c.name: c for c in notebook.source_cells}
     points = {c.name: float(c.max_score) for c in notebook.grade_cells}
     solutions = {c.name for c in notebook.solution_cells}
+    release_nb = nbformat.read(release_path, as_version=4)
     released = {
         cell.metadata["nbgrader"]["grade_id"]: cell.source
-        for cell in nbformat.read(release_path, as_version=4).cells
+        for cell in release_nb.cells
         if cell.metadata.get("nbgrader", {}).get("grade_id")
     }
-    spec = NotebookSpec(name=name, source_path=source_path, release_path=release_path)
+    released_code = frozenset(c.source.strip() for c in release_nb.cells if c.cell_type == "code")
+    spec = NotebookSpec(name=name, source_path=source_path, release_path=release_path, released_code=released_code)
     # Keep the order of the source notebook.
     for cell in nbformat.read(source_path, as_version=4).cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")

@@ -22,6 +22,8 @@ def deviations(results: list[NotebookResult]) -> list[str]:
         where = f"{r.student} {r.notebook}"
         if r.status != "graded":
             problems.append(f"{where}: status {r.status} ({r.message})")
+        if r.flags:
+            problems.append(f"{where}: flagged {', '.join(r.flags)}")
         if r.student == SOURCE:
             problems += [
                 f"{where}: {c.grade_id} scored {c.score:g}/{c.max_score:g}: {c.message}"

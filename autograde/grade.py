@@ -148,7 +148,9 @@ def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None
         out.mkdir(parents=True, exist_ok=True)
         assignment = build_assignment(out / "nbgrader", sources)
         # Student kernels must not see the gradebook, other students' feedback or the sources.
-        limits = replace(options.limits, hide=[*options.limits.hide, out.resolve(), Path(submissions).resolve()])
+        source_dirs = {Path(p).resolve().parent for p in sources}
+        limits = replace(options.limits, hide=[*options.limits.hide, *source_dirs, out.resolve(),
+                                               Path(submissions).resolve()])
         options = replace(options, limits=limits)
         if not collected.students:
             console.print(f"[yellow]no student folders found in {submissions}[/yellow]")

@@ -244,7 +244,7 @@ def execute_notebook(
     client.km.sandbox_args = _sandbox_args(run_dir, limits)
 
     env = kernel_env(extra_env)
-    env.update(HOME=str(run_dir), XDG_CACHE_HOME=str(run_dir / ".cache"),
+    env.update(AUTOGRADE_RUN_DIR=str(run_dir), HOME=str(run_dir), XDG_CACHE_HOME=str(run_dir / ".cache"),
                HF_HOME=str(run_dir / ".cache" / "huggingface"), MPLCONFIGDIR=str(run_dir / ".cache" / "mpl"))
 
     become_subreaper()

@@ -12,10 +12,11 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import determine_grade
 
+from autograde import integrity
 from autograde.assignment import NotebookSpec
 from autograde.feedback import write_feedback
 from autograde.restore import restore_cells
-from autograde.runner import Limits, execute_notebook
+from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
 
 STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
 
@@ -98,6 +99,13 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         return result
 
     prepared, result.flags = restore_cells(submission, spec)
+    # Scan what the student wrote or changed; the instructor's own cells are not theirs.
+    result.flags += integrity.scan_notebook(
+        prepared, lambda cell: _is_student_cell(cell) and cell.source.strip() not in spec.released_code)
+    nonce = integrity.new_nonce()
+    test_ids = {c.grade_id for c in spec.graded_cells if not c.solution}
+    private = [str(p) for p in [*GRADER_PRIVATE_PATHS, *job.limits.hide]]
+    integrity.instrument(prepared, test_ids, nonce, private)
     execution = execute_notebook(
         prepared,
         cell_timeout=job.cell_timeout,
@@ -109,23 +117,38 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         result.flags.append("unsandboxed")
     if execution.truncated_cells:
         result.flags.append("output-truncated")
+    if execution.status == "completed":
+        result.flags += integrity.audit_flags(execution.notebook, nonce)
+    result.flags = sorted(set(result.flags), key=result.flags.index)
     result.execution_s = max(execution.duration_s - execution.kernel_start_s, 0.0)
-    result.reached_last_cell = execution.reached_last_cell
+    result.reached_last_cell = _reached_last_student_cell(execution.notebook)
     if execution.status in ("timeout", "crashed"):
         result.status = execution.status
         result.message = execution.message
-    result.checkpoints = score_cells(execution.notebook, spec)
+    result.checkpoints = score_cells(execution.notebook, spec, nonce)
     result.score = sum(c.score for c in result.checkpoints)
     if job.note:
         result.message = "; ".join(m for m in (result.message, job.note) if m)
-    result.feedback_path = str(write_feedback(execution.notebook, spec, result, job.feedback_dir))
+    executed = integrity.remove_instrumentation(execution.notebook, nonce)
+    result.feedback_path = str(write_feedback(executed, spec, result, job.feedback_dir))
     result.duration_s = time.perf_counter() - started
     return result
 
 
-def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec) -> list[CheckpointResult]:
-    """Score every graded cell of the assignment with nbgrader's rule (an error or any
-    stderr output scores zero); a graded cell that never ran scores zero."""
+def _is_student_cell(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return not meta.get("locked") and not (meta.get("grade") and not meta.get("solution"))
+
+
+def _reached_last_student_cell(executed) -> bool:
+    code = [c for c in executed.cells if c.cell_type == "code" and integrity.INJECTED not in c.metadata]
+    return bool(code) and code[-1].get("execution_count") is not None
+
+
+def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str | None = None) -> list[CheckpointResult]:
+    """Score every graded cell of the assignment. A test cell earns its points when it ran,
+    raised nothing and (when ``nonce`` is given) printed its receipt; stderr output (a warning,
+    say) does not cost points, unlike in nbgrader. A graded cell that never ran scores zero."""
     by_id = {
         cell.metadata["nbgrader"]["grade_id"]: cell
         for cell in executed.cells
@@ -137,9 +160,15 @@ def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec) -> list[Che
         if cell is None or cell.cell_type != "code" or cell.get("execution_count") is None:
             results.append(_zero(cell_spec.grade_id, cell_spec.points, "did not run"))
             continue
-        score, max_score = determine_grade(cell)
+        judged = nbformat.from_dict(cell)
+        judged.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+        score, max_score = determine_grade(judged)
         score = float(score or 0.0)
-        results.append(CheckpointResult(cell_spec.grade_id, score, max_score, cell_message(cell)))
+        message = cell_message(cell)
+        if nonce and not cell_spec.solution and score > 0 and not integrity.has_receipt(cell, cell_spec.grade_id, nonce):
+            score = 0.0
+            message = "the check did not confirm it finished (its receipt is missing): " + message
+        results.append(CheckpointResult(cell_spec.grade_id, score, max_score, message))
     return results
 
 
@@ -148,11 +177,9 @@ def cell_message(cell: nbformat.NotebookNode) -> str:
     for output in cell.get("outputs", []):
         if output.output_type == "error":
             return _short(f"{output.ename}: {output.evalue}" if output.evalue else output.ename)
-    for output in cell.get("outputs", []):
-        if output.output_type == "stream" and output.name == "stderr":
-            return "wrote to stderr (a graded cell must not): " + _short(output.text)
-    text = "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream")
-    return _short(text)
+    text = "".join(o.text for o in cell.get("outputs", [])
+                   if o.output_type == "stream" and o.name == "stdout")
+    return _short("".join(line for line in text.splitlines(True) if not line.startswith("[autograde-receipt")))
 
 
 def _zero(grade_id: str, points: float, message: str) -> CheckpointResult:

@@ -50,7 +50,9 @@ def run_probe(module: str, payload: dict, timeout: float = 120.0) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, env.get("PYTHONPATH", "")) if p)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", module],
+            # -P: the working directory is not put on sys.path, so a folder the notebook
+            # created there cannot shadow the verifiers.
+            [sys.executable, "-P", "-m", module],
             input=json.dumps(payload),
             capture_output=True,
             text=True,

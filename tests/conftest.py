@@ -24,3 +24,24 @@ def toy_release(tmp_path_factory, toy_sources) -> Path:
     out = tmp_path_factory.mktemp("toy_release")
     (path,) = release(out, toy_sources)
     return path
+
+
+def stray_processes(before: set[int]) -> list[list[str]]:
+    """Processes a notebook execution started (they carry AUTOGRADE_RUN_DIR) that are still
+    alive: children of this test process, or orphans adopted by init. Other sessions' kernels
+    on the same machine are neither."""
+    import psutil
+
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    stray = []
+    for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
+        if proc.pid in before or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if proc.pid not in mine and proc.info["ppid"] != 1:
+            continue
+        try:
+            if "AUTOGRADE_RUN_DIR" in proc.environ():
+                stray.append(proc.info["cmdline"])
+        except psutil.Error:
+            continue
+    return stray

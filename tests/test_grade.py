@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from conftest import stray_processes
 from nbgrader.api import Gradebook
 from toy import CORRECT, HIDDEN_LINE, MAX_SCORE, ONLY_VISIBLE, TOY_NAME, VISIBLE_POINTS, WRONG, submission_from
 
@@ -55,9 +56,7 @@ def graded(tmp_path_factory, class_folder, toy_sources):
     out = tmp_path_factory.mktemp("results")
     before = {p.pid for p in psutil.process_iter()}
     results = grade(class_folder, out, FAST, sources=toy_sources, force=True)
-    leftovers = [p for p in psutil.process_iter(["cmdline", "status"])
-                 if p.pid not in before and p.info["status"] != psutil.STATUS_ZOMBIE
-                 and any(word in " ".join(p.info["cmdline"] or []) for word in ("http.server", "ipykernel"))]
+    leftovers = stray_processes(before)
     rows = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
     return out, results, rows, leftovers
 
@@ -90,7 +89,7 @@ def test_each_submission_gets_its_status_and_score(graded, student, status, scor
 def test_no_process_outlives_the_batch(graded):
     # Kernels and the server a student left running (detached into its own session) are gone.
     *_, leftovers = graded
-    assert [p.info["cmdline"] for p in leftovers] == []
+    assert leftovers == []
 
 
 def test_checkpoint_detail_and_feedback(graded):

@@ -14,7 +14,8 @@ HIDDEN_POINTS = 2.0
 MAX_SCORE = VISIBLE_POINTS + HIDDEN_POINTS
 
 SOLUTION_LINE = "return a + b  # the whole trick"
-HIDDEN_LINE = "assert add(-7, 5) == -2, 'add must handle negative numbers'"
+HIDDEN_LINE = ("assert np.allclose([add(-7, 5), add(0.5, 0.25), add(10, 20)], [-2, 0.75, 30]), "
+               "'add must handle negative numbers'")
 
 
 def _meta(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
@@ -35,8 +36,8 @@ def toy_source() -> nbformat.NotebookNode:
         new_code_cell("assert add(1, 2) == 3", metadata=_meta("test_add_visible", grade=True, locked=True,
                                                              points=VISIBLE_POINTS)),
         new_code_cell(
-            "# hidden tests run at grading time\n### BEGIN HIDDEN TESTS\n" + HIDDEN_LINE
-            + "\nassert add(10, 20) == 30\n### END HIDDEN TESTS",
+            "# hidden tests run at grading time\n### BEGIN HIDDEN TESTS\nimport numpy as np\n" + HIDDEN_LINE
+            + "\n### END HIDDEN TESTS",
             metadata=_meta("test_add_hidden", grade=True, locked=True, points=HIDDEN_POINTS),
         ),
         new_code_cell("print('the end')", metadata=_meta("locked_end", locked=True)),

@@ -1,0 +1,386 @@
+"""Grading you can trust: what a submission did to the grading, found three ways.
+
+1. **Static scan** (in the grader, before anything runs): the student-authored cells are
+   parsed and every mechanism that could fake a check is flagged: monkeypatching library
+   attributes, IPython hooks, exception hooks, changed builtins, fake modules, importing the
+   hidden verifiers, dynamic code, and paths of grader files. Nothing the kernel does can
+   change this verdict.
+2. **Check receipts**: each graded test cell is wrapped so that, only when its body finishes
+   without an exception, it prints a receipt carrying a per-run random nonce. A graded cell
+   counts as passed only with its receipt in its own output. A cell turned into ``pass`` by an
+   input transformer, an exception swallowed by a custom handler, or a muted traceback leaves
+   no receipt and scores zero.
+3. **Runtime audit**: a guard cell injected before the first student cell snapshots builtins
+   and hooks and installs an audit hook (irremovable) that records attempts to open grader
+   files; an audit cell after the last one reports what changed. A missing audit is itself a
+   flag.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import secrets
+import textwrap
+
+import nbformat
+from nbformat import NotebookNode
+
+INJECTED = "autograde_injected"  # cell metadata key of the cells this module adds
+RECEIPT = "[autograde-receipt {nonce} {grade_id}]"
+AUDIT_PREFIX = "[autograde-audit {nonce}]"
+
+# Modules whose functions the checks rely on; rebinding their attributes is flagged.
+WATCHED_MODULES = {
+    "numpy", "np", "math", "json", "os", "sys", "subprocess", "socket", "http", "urllib", "requests",
+    "httpx", "builtins", "importlib", "pickle", "joblib", "hashlib", "sklearn", "pandas", "pd",
+    "fastapi", "pydantic", "starlette", "uvicorn", "streamlit", "st", "sentence_transformers",
+    "transformers", "torch", "checkpoints", "IPython", "gradio", "time", "random", "io", "re",
+}
+IPYTHON_HOOKS = {
+    "input_transformers_cleanup", "input_transformers_post", "ast_transformers", "set_custom_exc",
+    "showtraceback", "showsyntaxerror", "run_cell", "run_cell_async", "run_ast_nodes", "run_code",
+    "custom_exceptions", "register_magic_function", "events", "input_splitter", "_showtraceback",
+}
+SYS_HOOKS = {"excepthook", "displayhook", "settrace", "setprofile", "meta_path", "path_hooks", "modules",
+             "stdout", "stderr", "addaudithook", "audit"}
+DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__"}
+GRADER_PATH_HINTS = re.compile(r"(notebooks/|gradebook|\.nbgrader|/checkpoints|checkpoints/|autograde|"
+                               r"results/|submissions/|/source/|/release/)", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- static scan
+
+def _python_source(cell_source: str) -> str:
+    """IPython syntax (magics, shell escapes) turned into plain Python, as IPython would."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return TransformerManager().transform_cell(cell_source)
+    except Exception:
+        return cell_source
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, ast.Attribute | ast.Subscript | ast.Call):
+        node = node.value if not isinstance(node, ast.Call) else node.func
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    elif isinstance(node, ast.Call):
+        parts.append(_dotted(node.func) + "()")
+    return ".".join(reversed(parts))
+
+
+class _Scanner(ast.NodeVisitor):
+    def __init__(self) -> None:
+        self.flags: set[str] = set()
+        self.module_aliases: dict[str, str] = {}
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            top = alias.name.split(".")[0]
+            self.module_aliases[alias.asname or top] = top
+            if top == "checkpoints":
+                self.flags.add("imports-verifiers")
+            if top in {"ctypes", "gc", "inspect"} :
+                self.flags.add(f"introspection:{top}")
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        top = (node.module or "").split(".")[0]
+        for alias in node.names:
+            self.module_aliases.setdefault(alias.asname or alias.name, top)
+        if top == "checkpoints":
+            self.flags.add("imports-verifiers")
+        if top in {"ctypes", "gc"}:
+            self.flags.add(f"introspection:{top}")
+
+    def _assigned(self, target: ast.AST) -> None:
+        if isinstance(target, ast.Tuple | ast.List):
+            for element in target.elts:
+                self._assigned(element)
+            return
+        if isinstance(target, ast.Name) and target.id in {"__builtins__", "print", "AssertionError", "Exception"}:
+            self.flags.add(f"changed-builtins:{target.id}")
+            return
+        if not isinstance(target, ast.Attribute | ast.Subscript):
+            return
+        dotted = _dotted(target.value if isinstance(target, ast.Subscript) else target)
+        root = _root_name(target)
+        module = self.module_aliases.get(root or "", root or "")
+        if root in {"__builtins__", "builtins"} or module == "builtins":
+            self.flags.add("changed-builtins")
+        elif dotted.startswith(("sys.modules", "sys.meta_path", "sys.path_hooks")) or (
+                module == "sys" and isinstance(target, ast.Subscript)):
+            self.flags.add("fake-module")
+        elif module == "sys" and isinstance(target, ast.Attribute) and target.attr in SYS_HOOKS:
+            self.flags.add(f"sys-hook:{target.attr}")
+        elif "get_ipython()" in dotted or (isinstance(target, ast.Attribute) and target.attr in IPYTHON_HOOKS):
+            self.flags.add("ipython-hook")
+        elif module in WATCHED_MODULES and root in self.module_aliases and isinstance(target, ast.Attribute):
+            self.flags.add(f"monkeypatch:{module}.{target.attr}")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            self._assigned(target)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._assigned(node.target)
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._assigned(node.target)
+        self.generic_visit(node)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            self._assigned(target)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = _dotted(node.func)
+        last = name.rsplit(".", 1)[-1]
+        if name in DYNAMIC_CALLS or name.endswith("import_module") and node.args and not isinstance(
+                node.args[0], ast.Constant):
+            self.flags.add(f"dynamic-code:{last}")
+        if last in {"setattr", "delattr"} and node.args:
+            root = _root_name(node.args[0])
+            module = self.module_aliases.get(root or "", root or "")
+            if module in WATCHED_MODULES or root in {"__builtins__", "builtins"}:
+                self.flags.add(f"monkeypatch:{module}.setattr")
+        if last in {"set_custom_exc", "register", "register_transformer", "register_magic_function"} and (
+                "get_ipython" in name or "events" in name or "ip." in name):
+            self.flags.add("ipython-hook")
+        if last in {"append", "insert", "extend"} and any(h in name for h in IPYTHON_HOOKS | {"meta_path", "path_hooks"}):
+            self.flags.add("ipython-hook" if any(h in name for h in IPYTHON_HOOKS) else "fake-module")
+        if name.startswith("sys.modules.") and last in {"pop", "update", "clear", "setdefault", "__setitem__",
+                                                        "__delitem__", "popitem"}:
+            self.flags.add("fake-module")
+        if name in {"sys.settrace", "sys.setprofile", "threading.settrace", "sys.addaudithook"}:
+            self.flags.add(f"sys-hook:{last}")
+        self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str) and GRADER_PATH_HINTS.search(node.value):
+            self.flags.add("reads-grader-files")
+
+
+def scan_source(source: str) -> set[str]:
+    """Flags for one cell of student code."""
+    try:
+        tree = ast.parse(_python_source(source))
+    except SyntaxError:
+        return set()
+    scanner = _Scanner()
+    scanner.visit(tree)
+    return scanner.flags
+
+
+def scan_notebook(nb: NotebookNode, is_student_cell) -> list[str]:
+    """Flags for every student-authored code cell of ``nb``; ``is_student_cell(cell)`` says
+    which cells the student wrote (locked and test cells are the instructor's)."""
+    flags: set[str] = set()
+    aliases_source = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not is_student_cell(cell):
+            continue
+        aliases_source.append(cell.source)
+    # Scan the student's cells together so `import numpy as np` in one cell is known in the next.
+    combined = "\n".join(_python_source(source) for source in aliases_source)
+    try:
+        tree = ast.parse(combined)
+    except SyntaxError:
+        for source in aliases_source:
+            flags |= scan_source(source)
+    else:
+        scanner = _Scanner()
+        scanner.visit(tree)
+        flags = scanner.flags
+    return sorted(flags)
+
+
+# --------------------------------------------------------------------------- instrumentation
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def wrap_test_cell(source: str, grade_id: str, nonce: str) -> str:
+    """The test cell's code, printing its receipt only if it finishes without an exception."""
+    body = textwrap.indent(_python_source(source).rstrip() or "pass", "    ")
+    receipt = RECEIPT.format(nonce=nonce, grade_id=grade_id)
+    return f"try:\n{body}\nexcept BaseException:\n    raise\nelse:\n    print({receipt!r})\n"
+
+
+GUARD_TEMPLATE = r'''
+def __autograde_guard():
+    import builtins, importlib, sys
+    # Import the verifiers now, before any student code can put a look-alike in their way.
+    for name in {verifiers!r}:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    ip = get_ipython()
+    state = {
+        "builtins": {k: id(v) for k, v in vars(builtins).items()},
+        "hooks": {
+            "input_transformers_cleanup": len(ip.input_transformers_cleanup),
+            "input_transformers_post": len(ip.input_transformers_post),
+            "ast_transformers": len(ip.ast_transformers),
+            "pre_run_cell": len(ip.events.callbacks.get("pre_run_cell", [])),
+            "post_run_cell": len(ip.events.callbacks.get("post_run_cell", [])),
+            "pre_execute": len(ip.events.callbacks.get("pre_execute", [])),
+        },
+        "excepthook": id(sys.excepthook),
+        "shell_overrides": {name: id(vars(ip)[name]) for name in
+                            ("run_cell", "run_cell_async", "showtraceback", "_showtraceback", "run_code",
+                             "run_ast_nodes") if name in vars(ip)},
+        "meta_path": len(sys.meta_path),
+        "modules": set(sys.modules),
+        "reads": [],
+    }
+    private = {private!r}
+
+    def audit(event, args):
+        if event in ("open", "os.listdir", "os.scandir") and args:
+            path = str(args[0])
+            if any(path.startswith(p) for p in private):
+                state["reads"].append(path[:200])
+
+    sys.addaudithook(audit)
+    return state
+
+
+__autograde_state = __autograde_guard()
+del __autograde_guard
+'''
+
+AUDIT_TEMPLATE = r'''
+def __autograde_audit(state, nonce):
+    import builtins, json, sys, types
+    ip = get_ipython()
+    found = []
+
+    def from_notebook(obj):
+        code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__func__", None), "__code__", None)
+        filename = getattr(code, "co_filename", "") or ""
+        return getattr(obj, "__module__", None) == "__main__" or "ipykernel_" in filename or filename.startswith("<ipython-input")
+
+    # ipykernel itself rebinds input() for every request.
+    changed = sorted(k for k, v in vars(builtins).items() if state["builtins"].get(k) not in (None, id(v))
+                     and not k.startswith("_") and k not in ("input", "raw_input"))
+    removed = sorted(k for k in state["builtins"] if k not in vars(builtins) and not k.startswith("_"))
+    if changed or removed:
+        found.append("changed-builtins:" + ",".join((changed + removed)[:5]))
+    hooks = {
+        "input_transformers_cleanup": len(ip.input_transformers_cleanup),
+        "input_transformers_post": len(ip.input_transformers_post),
+        "ast_transformers": len(ip.ast_transformers),
+        "pre_run_cell": len(ip.events.callbacks.get("pre_run_cell", [])),
+        "post_run_cell": len(ip.events.callbacks.get("post_run_cell", [])),
+        "pre_execute": len(ip.events.callbacks.get("pre_execute", [])),
+    }
+    for name, count in hooks.items():
+        if count > state["hooks"][name]:
+            found.append("ipython-hook:" + name)
+    if ip.custom_exceptions:
+        found.append("ipython-hook:custom_exceptions")
+    for name in ("run_cell", "run_cell_async", "showtraceback", "_showtraceback", "run_code", "run_ast_nodes"):
+        if name in vars(ip) and state["shell_overrides"].get(name) != id(vars(ip)[name]):
+            found.append("ipython-hook:" + name)
+    if id(sys.excepthook) != state["excepthook"] and from_notebook(sys.excepthook):
+        found.append("sys-hook:excepthook")
+    if len(sys.meta_path) > state["meta_path"]:
+        found.append("fake-module:meta_path")
+    watched = {watched!r}
+    for name, module in list(sys.modules.items()):
+        top = name.split(".")[0]
+        if top not in watched or not isinstance(module, types.ModuleType):
+            if top in watched and module is not None and not isinstance(module, types.ModuleType):
+                found.append("fake-module:" + name)
+            continue
+        if getattr(module, "__spec__", None) is None and name not in state["modules"] and name not in sys.builtin_module_names:
+            found.append("fake-module:" + name)
+            continue
+        for attr, value in list(vars(module).items()):
+            if callable(value) and not attr.startswith("__") and from_notebook(value):
+                found.append("monkeypatch:" + name + "." + attr)
+    if state["reads"]:
+        found.append("reads-grader-files")
+    print("{prefix} " + json.dumps(sorted(set(found))[:40]))
+
+
+__autograde_audit(__autograde_state, None)
+'''
+
+
+def _injected(source: str, role: str) -> NotebookNode:
+    cell = nbformat.v4.new_code_cell(source.strip() + "\n")
+    cell.metadata[INJECTED] = role
+    return cell
+
+
+VERIFIER_MODULE = re.compile(r"\b(checkpoints(?:\.\w+)*)\b")
+
+
+def instrument(nb: NotebookNode, test_ids: set[str], nonce: str, private_paths: list[str]) -> NotebookNode:
+    """Guard first, receipts on every graded test cell, audit last."""
+    verifiers = {"checkpoints", "checkpoints.common"}
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.cell_type == "code" and grade_id in test_ids:
+            verifiers.update(VERIFIER_MODULE.findall(cell.source))
+            cell.source = wrap_test_cell(cell.source, grade_id, nonce)
+    guard = (GUARD_TEMPLATE.replace("{private!r}", repr(list(private_paths)))
+             .replace("{verifiers!r}", repr(sorted(verifiers))))
+    audit = (AUDIT_TEMPLATE.replace("{watched!r}", repr(sorted(WATCHED_MODULES)))
+             .replace("{prefix}", AUDIT_PREFIX.format(nonce=nonce)))
+    nb.cells.insert(0, _injected(guard, "guard"))
+    nb.cells.append(_injected(audit, "audit"))
+    return nb
+
+
+def _stdout(cell: NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+
+def has_receipt(cell: NotebookNode, grade_id: str, nonce: str) -> bool:
+    return RECEIPT.format(nonce=nonce, grade_id=grade_id) in _stdout(cell)
+
+
+def audit_flags(executed: NotebookNode, nonce: str) -> list[str]:
+    """What the audit cell reported, or ``audit-missing`` when it did not report."""
+    prefix = AUDIT_PREFIX.format(nonce=nonce)
+    for cell in executed.cells:
+        if cell.get("metadata", {}).get(INJECTED) != "audit":
+            continue
+        for line in _stdout(cell).splitlines():
+            if line.startswith(prefix):
+                try:
+                    return list(json.loads(line[len(prefix):]))
+                except ValueError:
+                    break
+    return ["audit-missing"]
+
+
+def remove_instrumentation(nb: NotebookNode, nonce: str) -> NotebookNode:
+    """The notebook as the student should see it in feedback: no injected cells, no receipts."""
+    nb = nbformat.from_dict(nb)
+    nb.cells = [c for c in nb.cells if INJECTED not in c.get("metadata", {})]
+    marker = f"[autograde-receipt {nonce} "
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and marker in output.get("text", ""):
+                output["text"] = "".join(line for line in output["text"].splitlines(True) if marker not in line)
+    return nb
