@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel = verbs.add_parser("release", help="generate the student notebooks, verified leak-free")
     rel.add_argument("--out", type=Path, default=Path("student"), help="output folder (default: student/)")
     rel.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR)
+    rel.add_argument("--repo", default=None, help="GitHub OWNER/NAME the Open-in-Colab badges point at")
 
     gra = verbs.add_parser("grade", help="grade a folder or .zip of <student>/<notebook>.ipynb")
     gra.add_argument("submissions", type=Path)
@@ -77,9 +78,9 @@ def _run(args, console: Console) -> int:
     from autograde.assignment import source_notebooks
 
     if args.verb == "release":
-        from autograde.release import release
+        from autograde.release import DEFAULT_COLAB_REPO, release
 
-        for path in release(args.out, source_notebooks(args.notebooks)):
+        for path in release(args.out, source_notebooks(args.notebooks), repo=args.repo or DEFAULT_COLAB_REPO):
             console.print(f"released {path} (leak check passed)")
         return 0
 

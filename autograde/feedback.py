@@ -38,8 +38,7 @@ def feedback_notebook(executed: nbformat.NotebookNode, spec: NotebookSpec, resul
         cell.source = cell_spec.released_source
         verdict = "passed" if checkpoint and checkpoint.passed else "failed"
         score = f"{checkpoint.score:g}/{checkpoint.max_score:g}" if checkpoint else "0"
-        mark = "\u2705" if verdict == "passed" else "\u274c"
-        text = f"{mark} checkpoint {grade_id} {verdict} ({score})"
+        text = f"checkpoint {grade_id} {verdict.upper()} ({score})"
         if checkpoint and checkpoint.message:
             text += f"\n{checkpoint.message}"
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text + "\n")]

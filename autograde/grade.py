@@ -25,6 +25,7 @@ from rich.table import Table
 from autograde.assignment import ASSIGNMENT_ID, COURSE_ID, Assignment, build_assignment, source_notebooks
 from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Limits, become_subreaper
 from autograde.submissions import collect
+from autograde.summary import write_summary
 from autograde.worker import GradeJob, NotebookResult, grade_notebook, missing_result
 
 GRADES_COLUMNS = ["student", "notebook", "score", "max_score", "status", "flags", "message"]
@@ -160,6 +161,7 @@ def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None
         collected.close()
     write_gradebook(assignment, results)
     write_reports(out, results)
+    write_summary(out, results)
     print_summary(results, console, out)
     return results
 
@@ -221,5 +223,5 @@ def print_summary(results: list[NotebookResult], console: Console, out: Path | N
         console.print(f"[bold red]WARNING: {unsandboxed} notebook(s) ran WITHOUT the sandbox (student code had "
                       "the grader's privileges); grade as root on Linux for isolation. See README, Grading.[/bold red]")
     if out is not None:
-        console.print(f"grades: {out / 'grades.csv'}  checkpoints: {out / 'checkpoints.csv'}  "
+        console.print(f"summary: {out / 'summary.html'}  grades: {out / 'grades.csv'}  checkpoints: {out / 'checkpoints.csv'}  "
                       f"feedback: {out / 'feedback'}  gradebook: {out / 'nbgrader' / 'gradebook.db'}")

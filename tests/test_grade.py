@@ -101,10 +101,19 @@ def test_checkpoint_detail_and_feedback(graded):
     hidden = next(r for r in wrong if r["checkpoint"] == "test_add_hidden")
     assert "negative numbers" in hidden["message"]  # the student-facing reason
     html = (out / "feedback" / "wrong" / f"{TOY_NAME}.html").read_text()
-    assert "failed" in html and "Score: 0 / 3" in html
+    assert "checkpoint test_add_hidden FAILED (0/2)" in html and "Score: 0 / 3" in html
     assert HIDDEN_LINE not in html  # feedback never shows hidden test source
     assert "add(10, 20)" not in html
     assert (out / "feedback" / "perfect" / f"{TOY_NAME}.html").exists()
+
+
+def test_summary_page_shows_every_checkpoint_and_student(graded):
+    out, _, rows, _ = graded
+    page = (out / "summary.html").read_text()
+    for checkpoint in ("test_add_visible", "test_add_hidden"):
+        assert f"<code>{checkpoint}</code>" in page
+    assert all(f"<td>{student}</td>" in page for student in rows)
+    assert "class='status-timeout'" in page and "class='status-unreadable'" in page
 
 
 def test_gradebook_holds_the_scores(graded):

@@ -1,0 +1,88 @@
+"""RESULTS/summary.html: the class at a glance for the instructor: score distribution per
+notebook, pass rate per checkpoint, statuses and flags. One self-contained page, no scripts."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from autograde.worker import NotebookResult
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2328; max-width: 70rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+th, td { padding: .3rem .7rem; border-bottom: 1px solid #d0d7de; text-align: left; vertical-align: middle; }
+th { background: #f6f8fa; }
+.bar { display: inline-block; height: .9rem; background: #2da44e; vertical-align: middle; }
+.bar.fail { background: #cf222e; }
+.hist { display: flex; align-items: flex-end; gap: 3px; height: 90px; margin: .5rem 0 .2rem; }
+.hist div { background: #0969da; width: 26px; position: relative; }
+.hist span { position: absolute; top: -1.1rem; width: 100%; text-align: center; font-size: .75rem; }
+.axis { display: flex; gap: 3px; font-size: .75rem; color: #57606a; }
+.axis div { width: 26px; text-align: center; }
+.status-graded { color: #1a7f37; } .status-missing { color: #57606a; }
+.status-unreadable, .status-crashed { color: #cf222e; } .status-timeout { color: #9a6700; }
+.flag { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 3px; padding: 0 .3rem; font-size: .8rem; }
+"""
+
+
+def _histogram(scores: list[float], max_score: float) -> str:
+    buckets = Counter(round(s) for s in scores)
+    top = max(buckets.values(), default=1)
+    points = range(0, int(round(max_score)) + 1)
+    bars = "".join(
+        f'<div style="height:{max(2, 80 * buckets.get(p, 0) / top):.0f}px"><span>{buckets.get(p, 0) or ""}</span></div>'
+        for p in points
+    )
+    axis = "".join(f"<div>{p}</div>" for p in points)
+    return f'<div class="hist">{bars}</div><div class="axis">{axis}</div>'
+
+
+def render(results: list[NotebookResult]) -> str:
+    by_notebook: dict[str, list[NotebookResult]] = defaultdict(list)
+    for r in results:
+        by_notebook[r.notebook].append(r)
+    students = sorted({r.student for r in results})
+    parts = [f"<!doctype html><meta charset='utf-8'><title>Grading summary</title><style>{STYLE}</style>",
+             "<h1>Grading summary</h1>",
+             f"<p>{len(students)} student(s), {len(results)} notebook submission(s). "
+             + ", ".join(f"{n} {html.escape(s)}" for s, n in sorted(Counter(r.status for r in results).items()))
+             + "</p>"]
+    for notebook, rows in sorted(by_notebook.items()):
+        handed_in = [r for r in rows if r.status != "missing"]
+        max_score = rows[0].max_score
+        parts.append(f"<h2>{html.escape(notebook)}</h2>")
+        parts.append(f"<p>Score distribution of the {len(handed_in)} handed-in notebook(s) (out of {max_score:g}):</p>")
+        parts.append(_histogram([r.score for r in handed_in], max_score))
+        parts.append("<table><tr><th>checkpoint</th><th>points</th><th>passed</th><th></th></tr>")
+        checkpoint_ids = [c.grade_id for c in rows[0].checkpoints]
+        for grade_id in checkpoint_ids:
+            outcomes = [c for r in handed_in for c in r.checkpoints if c.grade_id == grade_id]
+            passed = sum(c.passed for c in outcomes)
+            share = passed / len(outcomes) if outcomes else 0.0
+            points = outcomes[0].max_score if outcomes else 0
+            parts.append(
+                f"<tr><td><code>{html.escape(grade_id)}</code></td><td>{points:g}</td>"
+                f"<td>{passed} / {len(outcomes)}</td><td><span class='bar' style='width:{160 * share:.0f}px'></span>"
+                f"<span class='bar fail' style='width:{160 * (1 - share) if outcomes else 0:.0f}px'></span></td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("<h2>Students</h2><table><tr><th>student</th><th>notebook</th><th>score</th><th>status</th>"
+                 "<th>flags</th><th>message</th></tr>")
+    for r in sorted(results, key=lambda r: (r.student, r.notebook)):
+        flags = " ".join(f"<span class='flag'>{html.escape(f)}</span>" for f in r.flags)
+        parts.append(
+            f"<tr><td>{html.escape(r.student)}</td><td>{html.escape(r.notebook)}</td>"
+            f"<td>{r.score:g} / {r.max_score:g}</td><td class='status-{r.status}'>{r.status}</td>"
+            f"<td>{flags}</td><td>{html.escape(r.message[:160])}</td></tr>"
+        )
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def write_summary(out: Path, results: list[NotebookResult]) -> Path:
+    target = Path(out) / "summary.html"
+    target.write_text(render(results), encoding="utf-8")
+    return target
