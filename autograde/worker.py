@@ -46,6 +46,7 @@ class NotebookResult:
     feedback_path: str = ""
     duration_s: float = 0.0
     execution_s: float = 0.0  # time inside the kernel, kernel start excluded
+    kernel_start_s: float = 0.0
     reached_last_cell: bool = False
 
     def to_dict(self) -> dict:
@@ -121,6 +122,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         result.flags += integrity.audit_flags(execution.notebook, nonce)
     result.flags = sorted(set(result.flags), key=result.flags.index)
     result.execution_s = max(execution.duration_s - execution.kernel_start_s, 0.0)
+    result.kernel_start_s = execution.kernel_start_s
     result.reached_last_cell = _reached_last_student_cell(execution.notebook)
     if execution.status in ("timeout", "crashed"):
         result.status = execution.status
