@@ -4,6 +4,7 @@ read back from that gradebook for grading."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbgrader.api
 from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
@@ -87,6 +89,14 @@ def source_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
     return paths
 
 
+def _cache_alembic_head() -> None:
+    # nbgrader asks the `alembic` CLI for its schema head every time a Gradebook opens: a
+    # 1-2 s subprocess for a constant of the installed nbgrader. Ask once per process.
+    original = nbgrader.api.get_alembic_version
+    if not hasattr(original, "cache_info"):
+        nbgrader.api.get_alembic_version = functools.lru_cache(maxsize=1)(original)
+
+
 def _put_own_scripts_on_path() -> None:
     # nbgrader runs the `alembic` script by name; it lives beside this interpreter.
     scripts = str(Path(sys.executable).parent)
@@ -96,6 +106,7 @@ def _put_own_scripts_on_path() -> None:
 
 def nbgrader_api(course_root: Path) -> NbGraderAPI:
     _put_own_scripts_on_path()
+    _cache_alembic_head()
     config = Config()
     config.Exchange.root = str(course_root / "exchange")
     config.CourseDirectory.root = str(course_root)
