@@ -1,10 +1,12 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv, build the student release, grade the bundled sample class
-#   make test   set up .venv (with dev tools), lint, and run the whole test suite
+#   make test   set up .venv (with dev tools), lint, run the whole test suite, then the
+#               student release in a Colab-versions environment (make test-colab)
 # Other targets: make check (sources full marks, release zero), make release, make bench.
 
 PYTHON_BOOTSTRAP ?= python3
 VENV ?= .venv
+COLAB_VENV ?= .venv-colab
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -17,15 +19,26 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: demo test check release bench lint setup setup-dev clean
+.PHONY: demo test test-colab browser-deps check release bench lint setup setup-dev clean
 
 demo: $(RUNTIME_STAMP)
 	$(PY) -m autograde release --out student
 	$(PY) -m autograde grade examples/submissions --out build/demo-results --force --workers $(WORKERS)
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) browser-deps
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/test_colab_env.py
+	$(MAKE) test-colab
+
+# The student release in an environment pinned to Google Colab's versions.
+test-colab: $(DEV_STAMP)
+	tools/colab_env.sh $(COLAB_VENV)
+	COLAB_VENV=$(abspath $(COLAB_VENV)) $(PY) -m pytest -q -p no:cacheprovider tests/test_colab_env.py
+
+# Debian's Chromium for the real-browser tests (driven by the playwright package; its own
+# browser download is never used).
+browser-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 check: $(RUNTIME_STAMP)
 	$(PY) -m autograde check --workers $(WORKERS)
@@ -59,4 +72,4 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(COLAB_VENV) build

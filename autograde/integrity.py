@@ -300,7 +300,9 @@ def __autograde_audit(state, nonce):
             found.append("ipython-hook:" + name)
     if id(sys.excepthook) != state["excepthook"] and from_notebook(sys.excepthook):
         found.append("sys-hook:excepthook")
-    if len(sys.meta_path) > state["meta_path"]:
+    # Libraries add import finders of their own (transformers does); only the notebook's count.
+    if any(from_notebook(getattr(finder, "find_spec", None)) or type(finder).__module__ == "__main__"
+           for finder in sys.meta_path):
         found.append("fake-module:meta_path")
     watched = {watched!r}
     for name, module in list(sys.modules.items()):
@@ -309,12 +311,15 @@ def __autograde_audit(state, nonce):
             if top in watched and module is not None and not isinstance(module, types.ModuleType):
                 found.append("fake-module:" + name)
             continue
-        if getattr(module, "__spec__", None) is None and name not in state["modules"] and name not in sys.builtin_module_names:
-            found.append("fake-module:" + name)
+        patched = [attr for attr, value in list(vars(module).items())
+                   if callable(value) and not attr.startswith("__") and from_notebook(value)]
+        if not patched:
             continue
-        for attr, value in list(vars(module).items()):
-            if callable(value) and not attr.startswith("__") and from_notebook(value):
-                found.append("monkeypatch:" + name + "." + attr)
+        # Extension modules (torch._C.*) have no spec either: a module counts as fake only
+        # when it also carries functions written in the notebook.
+        if getattr(module, "__spec__", None) is None and name not in state["modules"]:
+            found.append("fake-module:" + name)
+        found.extend("monkeypatch:" + name + "." + attr for attr in patched)
     if state["reads"]:
         found.append("reads-grader-files")
     print("{prefix} " + json.dumps(sorted(set(found))[:40]))
