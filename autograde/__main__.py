@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Logs (CI, `make demo | tee`) are not terminals: give the tables room instead of 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     try:
         return _run(args, console)
     except (AssignmentError, FileExistsError, ValueError, RuntimeError) as exc:

@@ -211,7 +211,7 @@ def print_summary(results: list[NotebookResult], console: Console, out: Path | N
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
         table.add_row(r.student, r.notebook, f"{r.score:g} / {r.max_score:g}",
-                      f"[{style}]{r.status}[/{style}]", ", ".join(r.flags), r.message[:120])
+                      f"[{style}]{r.status}[/{style}]", ", ".join(r.flags), r.message[:100])
     console.print(table)
     counts: dict[str, int] = {}
     for r in results:

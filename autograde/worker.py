@@ -94,7 +94,8 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     except (json.JSONDecodeError, nbformat.ValidationError, UnicodeDecodeError, OSError,
             AttributeError, KeyError, TypeError, ValueError) as exc:
         result.status = "unreadable"
-        result.message = f"not a readable notebook: {type(exc).__name__}: {_short(str(exc))}"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        result.message = f"not a readable notebook ({type(exc).__name__}): {_short(detail, 90)}"
         result.checkpoints = [_zero(c.grade_id, c.points, "notebook unreadable") for c in spec.graded_cells]
         result.duration_s = time.perf_counter() - started
         return result
