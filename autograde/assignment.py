@@ -29,6 +29,15 @@ class AssignmentError(RuntimeError):
     """nbgrader could not turn the sources into an assignment."""
 
 
+def nbgrader_metadata(grade_id: str, *, solution: bool = False, grade: bool = False, locked: bool = False,
+                      points: float | None = None) -> dict:
+    """A cell's ``metadata["nbgrader"]`` in nbgrader's schema 3."""
+    meta = {"grade_id": grade_id, "solution": solution, "grade": grade, "locked": locked, "schema_version": 3}
+    if grade:
+        meta["points"] = points if points is not None else 0.0
+    return meta
+
+
 @dataclass(frozen=True)
 class CellSpec:
     """One nbgrader cell of the source, as stored in the gradebook."""

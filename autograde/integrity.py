@@ -231,16 +231,22 @@ def __autograde_guard():
         except Exception:
             pass
     ip = get_ipython()
-    state = {
-        "builtins": {k: id(v) for k, v in vars(builtins).items()},
-        "hooks": {
+
+    def hook_counts():
+        callbacks = ip.events.callbacks
+        return {
             "input_transformers_cleanup": len(ip.input_transformers_cleanup),
             "input_transformers_post": len(ip.input_transformers_post),
             "ast_transformers": len(ip.ast_transformers),
-            "pre_run_cell": len(ip.events.callbacks.get("pre_run_cell", [])),
-            "post_run_cell": len(ip.events.callbacks.get("post_run_cell", [])),
-            "pre_execute": len(ip.events.callbacks.get("pre_execute", [])),
-        },
+            "pre_run_cell": len(callbacks.get("pre_run_cell", [])),
+            "post_run_cell": len(callbacks.get("post_run_cell", [])),
+            "pre_execute": len(callbacks.get("pre_execute", [])),
+        }
+
+    state = {
+        "builtins": {k: id(v) for k, v in vars(builtins).items()},
+        "hook_counts": hook_counts,
+        "hooks": hook_counts(),
         "excepthook": id(sys.excepthook),
         "shell_overrides": {name: id(vars(ip)[name]) for name in
                             ("run_cell", "run_cell_async", "showtraceback", "_showtraceback", "run_code",
@@ -282,15 +288,7 @@ def __autograde_audit(state, nonce):
     removed = sorted(k for k in state["builtins"] if k not in vars(builtins) and not k.startswith("_"))
     if changed or removed:
         found.append("changed-builtins:" + ",".join((changed + removed)[:5]))
-    hooks = {
-        "input_transformers_cleanup": len(ip.input_transformers_cleanup),
-        "input_transformers_post": len(ip.input_transformers_post),
-        "ast_transformers": len(ip.ast_transformers),
-        "pre_run_cell": len(ip.events.callbacks.get("pre_run_cell", [])),
-        "post_run_cell": len(ip.events.callbacks.get("post_run_cell", [])),
-        "pre_execute": len(ip.events.callbacks.get("pre_execute", [])),
-    }
-    for name, count in hooks.items():
+    for name, count in state["hook_counts"]().items():
         if count > state["hooks"][name]:
             found.append("ipython-hook:" + name)
     if ip.custom_exceptions:

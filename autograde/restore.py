@@ -9,20 +9,12 @@ from __future__ import annotations
 import nbformat
 from nbformat import NotebookNode
 
-from autograde.assignment import CellSpec, NotebookSpec
+from autograde.assignment import CellSpec, NotebookSpec, nbgrader_metadata
 
 
 def _nbgrader_metadata(spec: CellSpec) -> dict:
-    meta = {
-        "grade": spec.graded,
-        "solution": spec.solution,
-        "locked": spec.locked,
-        "grade_id": spec.grade_id,
-        "schema_version": 3,
-    }
-    if spec.graded:
-        meta["points"] = spec.points
-    return meta
+    return nbgrader_metadata(spec.grade_id, solution=spec.solution, grade=spec.graded, locked=spec.locked,
+                             points=spec.points)
 
 
 def restore_cells(submission: NotebookNode, spec: NotebookSpec) -> tuple[NotebookNode, list[str]]:

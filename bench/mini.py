@@ -10,14 +10,13 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from autograde.assignment import nbgrader_metadata
+
 MINI_NAME = "bench_mini"
 
 
-def _meta(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
-    meta = {"grade_id": grade_id, "solution": solution, "grade": grade, "locked": locked, "schema_version": 3}
-    if points is not None:
-        meta["points"] = points
-    return {"nbgrader": meta}
+def _meta(grade_id: str, **kinds) -> dict:
+    return {"nbgrader": nbgrader_metadata(grade_id, **kinds)}
 
 
 def mini_source() -> nbformat.NotebookNode:

@@ -16,13 +16,12 @@ The contract the notebook documents for the apps:
 from __future__ import annotations
 
 import ast
-import hashlib
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 
-from checkpoints.common import CheckpointFailed, expect, passed, run_probe
+from checkpoints.common import CheckpointFailed, expect, normalise_answer, passed, run_probe
 
 PROBE = "checkpoints.colab_b_probe"
 
@@ -41,17 +40,6 @@ SPACE_REQUIRED = {"streamlit", "scikit-learn", "pandas", "matplotlib"}
 
 
 # ---------------------------------------------------------------- predictions
-def normalise_answer(answer) -> str:
-    """Lower-case, no spaces; sequences joined by commas: (11, 4) -> '11,4', ' B ' -> 'b'."""
-    if isinstance(answer, (list, tuple)):
-        return ",".join(normalise_answer(part) for part in answer)
-    return re.sub(r"\s+", "", str(answer)).lower()
-
-
-def answer_digest(answer) -> str:
-    return hashlib.sha256(normalise_answer(answer).encode()).hexdigest()
-
-
 def expected_answers() -> dict:
     """The truths, derived from the sessions above where they can be."""
     start_k = 3

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from checkpoints.common import CheckpointFailed, expect, passed, run_probe
+from checkpoints.common import CheckpointFailed, expect, normalise_answer, passed, run_probe
 
 PROBE = "checkpoints.colab_c_probe"
 
@@ -57,17 +57,6 @@ EMBEDDING_MIN_COSINE = 0.99
 
 
 # ---------------------------------------------------------------- predictions
-def normalise_answer(answer) -> str:
-    """Lower-case, no spaces; sequences joined by commas: (3, 'Question') -> '3,question'."""
-    if isinstance(answer, (list, tuple)):
-        return ",".join(normalise_answer(part) for part in answer)
-    return re.sub(r"\s+", "", str(answer)).lower()
-
-
-def answer_digest(answer) -> str:
-    return hashlib.sha256(normalise_answer(answer).encode()).hexdigest()
-
-
 def expected_answers() -> dict:
     return {
         "checkpoint_c1": RELEVANT_TOPIC,      # the topic the top-3 chunks share

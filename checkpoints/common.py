@@ -7,8 +7,10 @@ stderr on success: nbgrader scores any stderr output in a graded cell as zero.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +25,19 @@ def expect(condition: bool, message: str) -> None:
     """Raise ``CheckpointFailed(message)`` unless ``condition`` holds."""
     if not condition:
         raise CheckpointFailed(message)
+
+
+def normalise_answer(answer) -> str:
+    """A prediction in canonical form: lower-case, no spaces, sequences joined by commas,
+    so (11, 4) -> '11,4' and ' B ' -> 'b'."""
+    if isinstance(answer, list | tuple):
+        return ",".join(normalise_answer(part) for part in answer)
+    return re.sub(r"\s+", "", str(answer)).lower()
+
+
+def answer_digest(answer) -> str:
+    """The sha256 a notebook's self-check compares against, so it never shows the answer."""
+    return hashlib.sha256(normalise_answer(answer).encode()).hexdigest()
 
 
 def passed(checkpoint: str, detail: str = "") -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from autograde.assignment import nbgrader_metadata
+
 TOY_NAME = "toy"
 VISIBLE_POINTS = 1.0
 HIDDEN_POINTS = 2.0
@@ -18,12 +20,8 @@ HIDDEN_LINE = ("assert np.allclose([add(-7, 5), add(0.5, 0.25), add(10, 20)], [-
                "'add must handle negative numbers'")
 
 
-def _meta(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
-    meta = {"grade_id": grade_id, "solution": solution, "grade": grade, "locked": locked,
-            "schema_version": 3}
-    if points is not None:
-        meta["points"] = points
-    return {"nbgrader": meta}
+def _meta(grade_id: str, **kinds) -> dict:
+    return {"nbgrader": nbgrader_metadata(grade_id, **kinds)}
 
 
 def toy_source() -> nbformat.NotebookNode:
