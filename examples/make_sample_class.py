@@ -75,7 +75,9 @@ def build(out: Path) -> list[Path]:
             broken[names[0]] = truncated[: len(truncated) // 3]
         if len(names) > 1:
             crashing = _answered(released[names[1]], solutions[names[1]], 1.0)
-            crashing.cells.insert(1, new_code_cell("import os\nos._exit(1)  # a stray exit kills the kernel"))
+            stray_exit = new_code_cell("import os\nos._exit(1)  # a stray exit kills the kernel")
+            stray_exit.id = "stray-exit"  # fixed, so the generated file is reproducible
+            crashing.cells.insert(1, stray_exit)
             broken[names[1]] = crashing
         class_["dave_broken"] = broken
 
