@@ -17,12 +17,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import nbformat
 from nbgrader.api import Gradebook
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autograde.assignment import ASSIGNMENT_ID, COURSE_ID, Assignment, build_assignment, source_notebooks
+from autograde.feedback import write_feedback
 from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Limits, become_subreaper
 from autograde.submissions import collect
 from autograde.summary import write_summary
@@ -75,7 +77,7 @@ def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | Non
                     index = futures[future]
                     job = pending[index]
                     try:
-                        results[index] = future.result()
+                        results[index] = _with_feedback(future.result(), job)
                     except BrokenProcessPool:
                         broken = True
                         continue
@@ -94,11 +96,20 @@ def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | Non
     return [results[i] for i in range(len(jobs))]
 
 
+def _with_feedback(result: NotebookResult, job: GradeJob) -> NotebookResult:
+    """Render the feedback page here, in the parent, while the workers run the next notebooks."""
+    if result.executed is not None:
+        executed = nbformat.from_dict(result.executed)
+        result.feedback_path = str(write_feedback(executed, job.spec, result, job.feedback_dir))
+        result.executed = None
+    return result
+
+
 def _run_isolated(job: GradeJob) -> NotebookResult:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init) as pool:
         try:
-            return pool.submit(grade_notebook, job).result()
+            return _with_feedback(pool.submit(grade_notebook, job).result(), job)
         except BrokenProcessPool:
             return _crashed(job, "the grading process was killed (memory or process limit?)")
         except Exception as exc:

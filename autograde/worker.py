@@ -14,7 +14,6 @@ from nbgrader.utils import determine_grade
 
 from autograde import integrity
 from autograde.assignment import NotebookSpec
-from autograde.feedback import write_feedback
 from autograde.restore import restore_cells
 from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
 
@@ -44,13 +43,18 @@ class NotebookResult:
     message: str = ""
     checkpoints: list[CheckpointResult] = field(default_factory=list)
     feedback_path: str = ""
+    # The executed notebook, instrumentation removed, for the parent to render as feedback
+    # (rendering there overlaps with the next execution); not part of the reports.
+    executed: dict | None = field(default=None, repr=False)
     duration_s: float = 0.0
     execution_s: float = 0.0  # time inside the kernel, kernel start excluded
     kernel_start_s: float = 0.0
     reached_last_cell: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("executed", None)
+        return data
 
 
 @dataclass
@@ -132,8 +136,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     result.score = sum(c.score for c in result.checkpoints)
     if job.note:
         result.message = "; ".join(m for m in (result.message, job.note) if m)
-    executed = integrity.remove_instrumentation(execution.notebook, nonce)
-    result.feedback_path = str(write_feedback(executed, spec, result, job.feedback_dir))
+    result.executed = integrity.remove_instrumentation(execution.notebook, nonce)
     result.duration_s = time.perf_counter() - started
     return result
 
