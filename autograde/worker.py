@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbformat.reader import NotJSONError
 from nbgrader.utils import determine_grade
 
 from autograde import integrity
@@ -98,8 +99,11 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     except (json.JSONDecodeError, nbformat.ValidationError, UnicodeDecodeError, OSError,
             AttributeError, KeyError, TypeError, ValueError) as exc:
         result.status = "unreadable"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        result.message = f"not a readable notebook ({type(exc).__name__}): {_short(detail, 90)}"
+        if isinstance(exc, json.JSONDecodeError | NotJSONError):
+            detail = "the file is not valid JSON (truncated or corrupted?)"
+        else:
+            detail = _short(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 90)
+        result.message = f"not a readable notebook ({type(exc).__name__}): {detail}"
         result.checkpoints = [_zero(c.grade_id, c.points, "notebook unreadable") for c in spec.graded_cells]
         result.duration_s = time.perf_counter() - started
         return result
