@@ -136,6 +136,11 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     if execution.status in ("timeout", "crashed"):
         result.status = execution.status
         result.message = execution.message
+        if execution.timed_out_cells and "were interrupted" in execution.message:
+            # Index 0 is the injected guard, so an index here is the student's cell number from 1.
+            numbers = ", ".join(str(i) for i in execution.timed_out_cells)
+            result.message = (f"cell {numbers} of the notebook (counting from 1) ran longer than "
+                              f"{job.cell_timeout:g} s and was interrupted; the cells after it still ran")
     result.checkpoints = score_cells(execution.notebook, spec, nonce)
     result.score = sum(c.score for c in result.checkpoints)
     if job.note:
