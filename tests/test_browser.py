@@ -249,6 +249,9 @@ def test_gradio_space_app_answers_a_question(page, tmp_path):
         page.wait_for_function(
             "el => el.value.includes('Sources:')", arg=answer.element_handle(), timeout=120_000)
         text = answer.input_value()
+        # Gradio dims an output while its request is pending; let it settle before the picture.
+        page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=30_000)
+        page.wait_for_timeout(800)
         shot(page, "gradio_answer")
         assert text.startswith("Answer:") and "[1]" in text and "Acme" in text, text
         assert not page.page_errors, page.page_errors
