@@ -35,26 +35,18 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
+from autograde.limits import (  # noqa: F401  (re-exported for callers)
+    DEFAULT_CELL_TIMEOUT,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_NOTEBOOK_TIMEOUT,
+    DEFAULT_OUTPUT_MB,
+    Limits,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-DEFAULT_CELL_TIMEOUT = 120.0
-DEFAULT_NOTEBOOK_TIMEOUT = 600.0
-DEFAULT_MEMORY_MB = 6144
-DEFAULT_OUTPUT_MB = 4.0
 # What a submission's kernel must never see when sandboxed (see autograde/sandbox.py).
 GRADER_PRIVATE_PATHS = [REPO_ROOT / name for name in ("notebooks", "tests", "examples", "build", ".git")]
-
-
-@dataclass
-class Limits:
-    """Resource limits of one execution; ``sandbox`` confines the kernel (see sandbox.py)."""
-
-    memory_mb: float = DEFAULT_MEMORY_MB  # resident memory of the kernel and its children
-    output_mb: float = DEFAULT_OUTPUT_MB  # output kept per cell; the rest is dropped
-    max_processes: int = 256
-    cpu_seconds: int = 1800
-    sandbox: bool = False
-    hide: list[Path] = field(default_factory=list)  # extra paths to hide, e.g. the results folder
 
 # Kernel environment: offline for model hubs, quiet on stderr, headless plotting.
 KERNEL_ENV = {
@@ -102,9 +94,8 @@ def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a notebook kernel runs with."""
     env = dict(os.environ)
     env.update(KERNEL_ENV)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-    )
+    # Nothing of the repository is importable in a kernel: checkpoints are judged outside.
+    env.pop("PYTHONPATH", None)
     # The grader's own virtualenv wins, whatever the caller's shell had activated.
     env.pop("JPY_PARENT_PID", None)
     if extra:
@@ -156,37 +147,58 @@ class SandboxedKernelManager(AsyncKernelManager):
         command = super().format_kernel_cmd(extra_arguments)
         if not self.sandbox_args:
             return command
-        return [sys.executable, "-m", "autograde.sandbox", *self.sandbox_args, "--", *command]
+        # The launcher is grader code: it finds the package by path, since the kernel's
+        # environment has no PYTHONPATH into the repository.
+        launcher = f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from autograde.sandbox import main; main()"
+        return [sys.executable, "-c", launcher, *self.sandbox_args, "--", *command]
 
 
 class _Client(NotebookClient):
-    """nbclient that records the cells whose timeout fired and caps each cell's output, so
-    an output flood cannot exhaust the grader's memory."""
+    """nbclient that records the cells whose timeout fired and caps output per cell and per
+    notebook (display updates included), so an output flood cannot exhaust the grader's
+    memory."""
 
-    def __init__(self, *args, output_limit_bytes: int, **kwargs):
+    def __init__(self, *args, output_limit_bytes: int, notebook_output_limit_bytes: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.timed_out_cells: list[int] = []
         self.truncated_cells: list[int] = []
         self._current_index = -1
         self._output_limit = output_limit_bytes
+        self._notebook_limit = notebook_output_limit_bytes
         self._output_bytes: dict[int, int] = {}
+        self._notebook_bytes = 0
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self.timed_out_cells.append(self._current_index)
         return await super()._async_handle_timeout(timeout, cell)
 
-    def output(self, outs, msg, display_id, cell_index):
+    def _over_budget(self, cell_index: int, msg) -> bool:
         size = len(json.dumps(msg.get("content", {}), default=str))
         used = self._output_bytes.get(cell_index, 0) + size
         self._output_bytes[cell_index] = used
-        if used > self._output_limit:
-            if cell_index not in self.truncated_cells:
-                self.truncated_cells.append(cell_index)
-                outs.append(nbformat.v4.new_output(
-                    "stream", name="stdout",
-                    text=f"\n[output truncated: more than {self._output_limit // 1_000_000} MB]\n"))
+        self._notebook_bytes += size
+        return used > self._output_limit or self._notebook_bytes > self._notebook_limit
+
+    def _note_truncated(self, outs, cell_index: int) -> None:
+        if cell_index not in self.truncated_cells:
+            self.truncated_cells.append(cell_index)
+            outs.append(nbformat.v4.new_output(
+                "stream", name="stdout",
+                text=f"\n[output truncated: more than {self._output_limit / 1_000_000:g} MB in this cell "
+                     f"or {self._notebook_limit / 1_000_000:g} MB in the notebook]\n"))
+
+    def output(self, outs, msg, display_id, cell_index):
+        if self._over_budget(cell_index, msg):
+            self._note_truncated(outs, cell_index)
             return None
         return super().output(outs, msg, display_id, cell_index)
+
+    def _update_display_id(self, display_id, msg):
+        # An update replaces outputs in place, possibly in many cells at once: it counts
+        # against the budget of the running cell like any output.
+        if self._over_budget(self._current_index, msg):
+            return None
+        return super()._update_display_id(display_id, msg)
 
 
 def _load(notebook: str | os.PathLike | NotebookNode) -> NotebookNode:
@@ -205,6 +217,7 @@ def execute_notebook(
     extra_env: dict[str, str] | None = None,
     keep_workdir: bool = False,
     limits: Limits | None = None,
+    checkpoints=None,
 ) -> ExecutionResult:
     """Execute a notebook top to bottom and return the executed copy with its status.
 
@@ -214,6 +227,10 @@ def execute_notebook(
     started, or went over the memory limit). The notebook's own files are written in
     ``workdir``; a temporary one is created and removed afterwards unless ``keep_workdir``
     or ``workdir`` is given.
+
+    ``checkpoints`` (an ``autograde.collect.CheckpointRunner``) takes over the cells it
+    ``handles``: instead of executing them, the runner lends it the live kernel
+    (``KernelAccess``) and puts the outputs it returns (the judge's message) in the cell.
     """
     limits = limits or Limits()
     nb = _load(notebook)
@@ -234,6 +251,7 @@ def execute_notebook(
         resources={"metadata": {"path": str(run_dir)}},
         kernel_manager_class=SandboxedKernelManager,
         output_limit_bytes=int(limits.output_mb * 1_000_000),
+        notebook_output_limit_bytes=int(limits.notebook_output_mb * 1_000_000),
     )
     client.log.setLevel(logging.CRITICAL)
     # IPC sockets inside the run folder: no TCP port to collide on, and no plain-TCP warning.
@@ -274,8 +292,13 @@ def execute_notebook(
                                             lambda: _kill_kernel(memory_hit)), daemon=True)
             memory_watch.start()
             try:
+                access = _kernel_access(client, run_dir, limits, kernel_pid) if checkpoints else None
                 for index, cell in enumerate(nb.cells):
                     client._current_index = index
+                    if checkpoints is not None and checkpoints.handles(cell):
+                        cell.outputs = checkpoints(cell, access)
+                        cell.execution_count = index + 1
+                        continue
                     client.execute_cell(cell, index)
             finally:
                 watchdog.cancel()
@@ -316,6 +339,27 @@ def execute_notebook(
         sandbox_reason=sandbox_reason,
         truncated_cells=list(client.truncated_cells),
     )
+
+
+def _kernel_access(client: _Client, run_dir: Path, limits: Limits, kernel_pid: int):
+    """The live kernel as a checkpoint may use it: grader code run without touching the
+    student's input history, the run folder, and the kernel's network namespace."""
+    from autograde.collect import KernelAccess, KernelGone
+
+    def run_code(code: str) -> str:
+        request = nbformat.v4.new_code_cell(code)
+        try:
+            client.execute_cell(request, client._current_index, store_history=False)
+        except DeadKernelError as exc:
+            raise KernelGone("the kernel died") from exc
+        except CellExecutionError as exc:
+            raise KernelGone(_first_line(str(exc))) from exc
+        return "".join(o.get("text", "") for o in request.outputs
+                       if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+    mode, _ = _sandbox_report(run_dir, limits)
+    return KernelAccess(run_code=run_code, run_dir=run_dir, netns_pid=kernel_pid if mode == "isolated" else None,
+                        limits=limits)
 
 
 def _sandbox_args(run_dir: Path, limits: Limits) -> list[str]:

@@ -15,6 +15,7 @@ from nbgrader.utils import determine_grade
 
 from autograde import integrity
 from autograde.assignment import NotebookSpec
+from autograde.collect import CheckpointRunner, Outcome, resolve_declaration
 from autograde.restore import restore_cells
 from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
 
@@ -23,10 +24,23 @@ STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
 
 @dataclass
 class CheckpointResult:
+    """One graded cell's score. For a checkpoint judged outside the kernel the score is
+    split into behaviour (the student's code) and prediction; a plain nbgrader test cell
+    (``judged="in-kernel"``) has behaviour only."""
+
     grade_id: str
     score: float
     max_score: float
     message: str = ""
+    judged: str = "in-kernel"  # "outside" | "in-kernel"
+    behaviour_score: float = 0.0
+    behaviour_max: float = 0.0
+    prediction_score: float = 0.0
+    prediction_max: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.behaviour_max and not self.prediction_max:
+            self.behaviour_score, self.behaviour_max = self.score, self.max_score
 
     @property
     def passed(self) -> bool:
@@ -113,15 +127,17 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     result.flags += integrity.scan_notebook(
         prepared, lambda cell: _is_student_cell(cell) and cell.source.strip() not in spec.released_code)
     nonce = integrity.new_nonce()
-    test_ids = {c.grade_id for c in spec.graded_cells if not c.solution}
+    checkpoints = checkpoint_runner(spec)
+    in_kernel_ids = {c.grade_id for c in spec.graded_cells if not c.solution} - set(checkpoints.declarations)
     private = [str(p) for p in [*GRADER_PRIVATE_PATHS, *job.limits.hide]]
-    integrity.instrument(prepared, test_ids, nonce, private)
+    integrity.instrument(prepared, in_kernel_ids, nonce, private)
     execution = execute_notebook(
         prepared,
         cell_timeout=job.cell_timeout,
         notebook_timeout=job.notebook_timeout,
         allow_errors=True,
         limits=job.limits,
+        checkpoints=checkpoints,
     )
     if job.limits.sandbox and execution.sandbox_mode != "isolated":
         result.flags.append("unsandboxed")
@@ -141,7 +157,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
             numbers = ", ".join(str(i) for i in execution.timed_out_cells)
             result.message = (f"cell {numbers} of the notebook (counting from 1) ran longer than "
                               f"{job.cell_timeout:g} s and was interrupted; the cells after it still ran")
-    result.checkpoints = score_cells(execution.notebook, spec, nonce)
+    result.checkpoints = score_cells(execution.notebook, spec, nonce, checkpoints.outcomes)
     result.score = sum(c.score for c in result.checkpoints)
     if job.note:
         result.message = "; ".join(m for m in (result.message, job.note) if m)
@@ -160,10 +176,34 @@ def _reached_last_student_cell(executed) -> bool:
     return bool(code) and code[-1].get("execution_count") is not None
 
 
-def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str | None = None) -> list[CheckpointResult]:
-    """Score every graded cell of the assignment. A test cell earns its points when it ran,
-    raised nothing and (when ``nonce`` is given) printed its receipt; stderr output (a warning,
-    say) does not cost points, unlike in nbgrader. A graded cell that never ran scores zero."""
+def checkpoint_runner(spec: NotebookSpec) -> CheckpointRunner:
+    """The hidden cells of ``spec`` judged outside the kernel: those whose gradebook source
+    names a checkpoints module."""
+    declarations = {}
+    for cell in spec.graded_cells:
+        if cell.solution or cell.cell_type != "code":
+            continue
+        declaration = resolve_declaration(cell.grade_id, cell.source)
+        if declaration is not None:
+            declarations[cell.grade_id] = (declaration, cell.points)
+    return CheckpointRunner(declarations)
+
+
+def _from_outcome(outcome: Outcome) -> CheckpointResult:
+    return CheckpointResult(
+        outcome.grade_id, outcome.score, outcome.points, _short(outcome.message, 400), judged="outside",
+        behaviour_score=outcome.behaviour_score, behaviour_max=outcome.behaviour_max,
+        prediction_score=outcome.prediction_score, prediction_max=outcome.prediction_points)
+
+
+def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str | None = None,
+                outcomes: dict[str, Outcome] | None = None) -> list[CheckpointResult]:
+    """Score every graded cell of the assignment. A checkpoint judged outside the kernel
+    scores what its judge decided (``outcomes``), whatever the notebook printed. A plain
+    test cell earns its points when it ran, raised nothing and (when ``nonce`` is given)
+    printed its receipt; stderr output (a warning, say) does not cost points, unlike in
+    nbgrader. A graded cell that never ran scores zero."""
+    outcomes = outcomes or {}
     by_id = {
         cell.metadata["nbgrader"]["grade_id"]: cell
         for cell in executed.cells
@@ -171,6 +211,9 @@ def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str 
     }
     results = []
     for cell_spec in spec.graded_cells:
+        if cell_spec.grade_id in outcomes:
+            results.append(_from_outcome(outcomes[cell_spec.grade_id]))
+            continue
         cell = by_id.get(cell_spec.grade_id)
         if cell is None or cell.cell_type != "code" or cell.get("execution_count") is None:
             results.append(_zero(cell_spec.grade_id, cell_spec.points, "did not run"))

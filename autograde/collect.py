@@ -1,0 +1,520 @@
+"""The grader's side of a checkpoint: collect data from a running submission, judge it here.
+
+``CheckpointRunner`` is handed to the runner for one execution. When execution reaches a
+hidden cell whose gradebook source names a checkpoints module (``# autograde-checkpoint:
+checkpoints.colab_a``), the runner does not execute that cell: it calls this object, which
+runs the declaration's ``collect`` with a ``KernelSession`` and its ``judge`` in this (the
+worker's) process, where no student code has ever run. The kernel only answers grader-issued
+requests; what it answers is parsed as strict JSON data, never read as a verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import random
+import secrets
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from autograde.limits import Limits
+from checkpoints.interface import (
+    Checkpoint,
+    Prediction,
+    Unavailable,
+    Verdict,
+    load_checkpoints,
+    marker_module,
+    quote,
+    strict_json,
+)
+
+PROBES_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "probes"
+MAX_HTTP_BODY = 64_000
+MAX_RESULT_CHARS = 4_000_000
+CLONE_NEWNET = 0x40000000
+
+
+@dataclass
+class KernelAccess:
+    """What the runner lends a checkpoint: a way to run grader code in the kernel, the run
+    folder, and the pid of a process inside the kernel's network namespace (None when the
+    kernel shares the grader's network)."""
+
+    run_code: Callable[[str], str]  # grader code -> the kernel's stdout; raises KernelGone
+    run_dir: Path
+    netns_pid: int | None
+    limits: Limits
+
+
+class KernelGone(RuntimeError):
+    """The kernel died or stopped answering while the grader asked it for data."""
+
+
+# --------------------------------------------------------------------------- kernel requests
+
+# Runs in the kernel. Every name it needs is a local: nothing of the notebook's namespace
+# is trusted, and what it prints is only data.
+_SNIPPET = r'''
+def {fn}(args):
+    import json, math
+    def plain(value, depth=0):
+        if depth > 32:
+            raise ValueError("the value is nested too deeply")
+        kind = type(value)
+        if value is None or kind in (bool, int, str, float):
+            return value
+        if kind.__module__ == "numpy" and hasattr(value, "tolist"):
+            return plain(value.tolist(), depth + 1)
+        if kind in (list, tuple):
+            return [plain(v, depth + 1) for v in value]
+        if kind is dict:
+            return {{(k if type(k) is str else str(k)): plain(v, depth + 1) for k, v in value.items()}}
+        raise TypeError("not plain data: " + kind.__name__)
+    ns = get_ipython().user_ns
+{body}
+    return plain(result)
+try:
+    {out} = {{"ok": {fn}(json_args_{token})}}
+except BaseException as error_{token}:
+    {out} = {{"raised": type(error_{token}).__name__, "message": str(error_{token})[:300]}}
+print({marker!r} + __import__("json").dumps({out}, allow_nan=True))
+del {fn}, {out}, json_args_{token}
+'''
+
+_CALL_BODY = r'''
+    target = ns.get(args["name"])
+    if target is None:
+        raise NameError(args["name"] + " is not defined: run the cells that define it first")
+    if not callable(target):
+        raise TypeError(args["name"] + " is not a function")
+    result = target(*args["args"], **args["kwargs"])
+'''
+
+_VALUE_BODY = r'''
+    if args["name"] not in ns:
+        raise NameError(args["name"] + " is not defined")
+    result = ns[args["name"]]
+'''
+
+_SERVE_BODY = r'''
+    import socket, threading, time
+    import uvicorn
+    app = ns.get(args["app"])
+    if app is None or not callable(app):
+        raise NameError(args["app"] + " is not a web app: run the cells that build it first")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True, name="autograde-serve")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ns[args["handle"]] = (server, thread)
+    result = {"port": port, "started": bool(server.started)}
+'''
+
+_STOP_BODY = r'''
+    server, thread = ns.pop(args["handle"], (None, None))
+    if server is not None:
+        server.should_exit = True
+        thread.join(10)
+    result = True
+'''
+
+
+def snippet(body: str, args, marker: str) -> str:
+    token = secrets.token_hex(6)
+    code = _SNIPPET.format(fn=f"_autograde_request_{token}", out=f"_autograde_out_{token}", token=token,
+                           marker=marker, body=body.rstrip())
+    return f"json_args_{token} = __import__('json').loads({json.dumps(args, allow_nan=True)!r})\n" + code
+
+
+def parse_answer(stdout: str, marker: str):
+    """The kernel's answer to one request, strictly: the last line carrying this request's
+    marker, plain JSON types only."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(marker):
+            try:
+                answer = json.loads(line[len(marker):][:MAX_RESULT_CHARS])
+            except ValueError:
+                raise Unavailable("the notebook's answer could not be read as data") from None
+            answer = strict_json(answer)
+            if not isinstance(answer, dict):
+                break
+            if "ok" in answer:
+                return answer["ok"]
+            raised = answer.get("raised", "Error")
+            raise Unavailable(f"{quote(raised, 40)[1:-1]}: {quote(answer.get('message', ''))}")
+    raise Unavailable("the notebook did not answer the grader's request (was its output changed?)")
+
+
+# --------------------------------------------------------------------------- outside observation
+
+
+def send_http(url: str, spec: dict, timeout: float = 15.0) -> dict:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        body = spec.get("body")
+        headers = {"Content-Type": spec.get("content_type", "application/json")} if body is not None else {}
+        conn.request(spec.get("method", "GET"), spec.get("path", "/"),
+                     body=None if body is None else str(body).encode("utf-8"), headers=headers)
+        response = conn.getresponse()
+        text = response.read(MAX_HTTP_BODY).decode("utf-8", errors="replace")
+        return {"status": response.status, "body": text}
+    except Exception as exc:  # refused, reset, timed out: an answer, not a crash
+        return {"status": None, "body": "", "error": f"{type(exc).__name__}: {exc}"[:200]}
+    finally:
+        conn.close()
+
+
+def in_network_of(pid: int | None, work: Callable[[], object]) -> object:
+    """Run ``work`` in a fresh thread that joined the network namespace of ``pid`` (the
+    sandboxed kernel's loopback), so the grader itself talks to the student's servers."""
+    if pid is None:
+        return work()
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns into the sandbox's network failed")
+            finally:
+                os.close(fd)
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    # The thread ends with its namespace: the rest of the grader never leaves its own.
+    thread = threading.Thread(target=target, name="autograde-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+IN_OPEN = 0x00000020
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+
+
+class OpenCounter:
+    """Counts opens of every file below a folder with inotify: the kernel's file system
+    events, seen from the grader, whatever the student's process does to itself."""
+
+    def __init__(self, root: Path, max_dirs: int = 256) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify is not available")
+        self._dirs: dict[int, str] = {}
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+            if len(self._dirs) >= max_dirs:
+                break
+            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(dirpath), IN_OPEN)
+            if wd >= 0:
+                self._dirs[wd] = os.path.relpath(dirpath, root)
+        self.counts: dict[str, int] = {}
+
+    def drain(self) -> dict[str, int]:
+        header = struct.calcsize("iIII")
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset + header <= len(data):
+                wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+                name = data[offset + header: offset + header + length].split(b"\0", 1)[0].decode(errors="replace")
+                offset += header + length
+                if mask & IN_OPEN and name:
+                    folder = self._dirs.get(wd, "?")
+                    path = name if folder == "." else f"{folder}/{name}"
+                    self.counts[path] = self.counts.get(path, 0) + 1
+        return self.counts
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def safe_path(root: Path, relative: str) -> Path | None:
+    """``relative`` below ``root``, with no symlink and no ``..`` on the way, or None."""
+    base = Path(os.path.realpath(root))
+    candidate = Path(os.path.normpath(base / relative))
+    if candidate != base and base not in candidate.parents:
+        return None
+    if os.path.realpath(candidate) != str(candidate) or not candidate.exists():
+        return None
+    return candidate
+
+
+def read_regular_file(root: Path, relative: str, max_bytes: int) -> bytes | None:
+    path = safe_path(root, relative)
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(max_bytes)
+    finally:
+        os.close(fd)
+
+
+def list_regular_files(root: Path, folder: str = ".", limit: int = 2000) -> list[str]:
+    """Regular files below ``folder`` of ``root`` (relative to ``folder``), skipping symlinks
+    and hidden folders (the kernel's own sockets and caches)."""
+    base = safe_path(root, folder)
+    if base is None or not base.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)) and not d.startswith(".")]
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                found.append(os.path.relpath(full, base))
+            if len(found) >= limit:
+                return sorted(found)
+    return sorted(found)
+
+
+def run_probe_process(script: str, payload, *, run_dir: Path, limits: Limits, timeout: float,
+                      writable: bool = False) -> object:
+    """A grader probe over the run folder, in a fresh sandbox when the kernel had one."""
+    path = PROBES_DIR / f"{script}.py"
+    if not path.is_file():
+        raise Unavailable(f"no probe named {script}")
+    argv = [sys.executable, "-I", str(path)]
+    env = {"HOME": str(run_dir), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
+           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        from autograde import sandbox
+
+        runner = getattr(sandbox, "run_sandboxed", None)
+    except ImportError:
+        runner = None
+    try:
+        if runner is not None:
+            proc = runner(argv, run_dir=run_dir, limits=limits, timeout=timeout, input=json.dumps(payload),
+                          writable=writable, ro_binds=[PROBES_DIR], env=env)
+        else:
+            proc = subprocess.run(argv, input=json.dumps(payload), capture_output=True, text=True,
+                                  timeout=timeout, cwd=run_dir, env=env)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"the check's run of your files did not finish within {timeout:.0f} s") from None
+    lines = [line for line in (proc.stdout or "").splitlines() if line.strip()]
+    if not lines:
+        raise Unavailable("the check's run of your files produced no answer (it crashed or was stopped)")
+    try:
+        return strict_json(json.loads(lines[-1][:MAX_RESULT_CHARS]))
+    except ValueError:
+        raise Unavailable("the check's run of your files gave an unreadable answer") from None
+
+
+# --------------------------------------------------------------------------- the session
+
+
+@dataclass
+class _Served:
+    url: str
+    handle: str
+
+
+class KernelSession:
+    """``checkpoints.interface.Session`` over a live kernel (see that module for the contract)."""
+
+    def __init__(self, access: KernelAccess, seed: int | None = None) -> None:
+        self._access = access
+        self.rng = random.Random(seed if seed is not None else secrets.randbits(64))
+        self.kernel_alive = True
+
+    # -- kernel requests
+    def kernel(self, code: str, args=None):
+        if not self.kernel_alive:
+            raise Unavailable("the notebook's kernel is no longer running")
+        marker = f"[autograde-data {secrets.token_hex(8)}]"
+        try:
+            stdout = self._access.run_code(snippet(code, args, marker))
+        except KernelGone as exc:
+            self.kernel_alive = False
+            raise Unavailable(f"the notebook's kernel stopped answering ({exc})") from None
+        return parse_answer(stdout, marker)
+
+    def value(self, name: str):
+        return self.kernel(_VALUE_BODY, {"name": name})
+
+    def call(self, function: str, *args, **kwargs):
+        return self.kernel(_CALL_BODY, {"name": function, "args": list(args), "kwargs": kwargs})
+
+    @contextlib.contextmanager
+    def serve(self, app: str) -> Iterator[_Served]:
+        handle = f"_autograde_server_{secrets.token_hex(6)}"
+        answer = self.kernel(_SERVE_BODY, {"app": app, "handle": handle})
+        try:
+            if not isinstance(answer, dict) or not answer.get("started") or type(answer.get("port")) is not int:
+                raise Unavailable(f"`{app}` could not be served (the server did not start)")
+            yield _Served(f"http://127.0.0.1:{answer['port']}", handle)
+        finally:
+            with contextlib.suppress(Unavailable):
+                self.kernel(_STOP_BODY, {"handle": handle})
+
+    # -- outside observation
+    def http(self, server, requests: list[dict]) -> list[dict]:
+        url = server.url if hasattr(server, "url") else str(server)
+        return in_network_of(self._access.netns_pid, lambda: [send_http(url, spec) for spec in requests])
+
+    @contextlib.contextmanager
+    def count_opens(self) -> Iterator[dict[str, int]]:
+        counts: dict[str, int] = {}
+        counter = OpenCounter(self._access.run_dir)
+        try:
+            counter.drain()
+            yield counts
+            time.sleep(0.05)
+            counts.update(counter.drain())
+        finally:
+            counter.close()
+
+    def read_file(self, path: str, max_bytes: int = 1_000_000) -> bytes | None:
+        return read_regular_file(self._access.run_dir, path, max_bytes)
+
+    def list_files(self, folder: str = ".", limit: int = 2000) -> list[str]:
+        return list_regular_files(self._access.run_dir, folder, limit)
+
+    def probe(self, script: str, payload, timeout: float = 120.0, writable: bool = False):
+        return run_probe_process(script, payload, run_dir=self._access.run_dir, limits=self._access.limits,
+                                 timeout=timeout, writable=writable)
+
+
+# --------------------------------------------------------------------------- running a checkpoint
+
+
+@dataclass
+class Outcome:
+    """A checkpoint's judged result, split into behaviour and prediction."""
+
+    grade_id: str
+    points: float
+    behaviour: Verdict
+    prediction: Verdict | None
+    prediction_points: float = 0.0
+    judged: str = "outside"  # "outside": by the grader; "in-kernel": a plain nbgrader test
+    seconds: float = 0.0
+
+    @property
+    def behaviour_max(self) -> float:
+        return max(self.points - self.prediction_points, 0.0)
+
+    @property
+    def behaviour_score(self) -> float:
+        return round(self.behaviour_max * min(max(self.behaviour.score, 0.0), 1.0), 4)
+
+    @property
+    def prediction_score(self) -> float:
+        return self.prediction_points if self.prediction and self.prediction.passed else 0.0
+
+    @property
+    def score(self) -> float:
+        return self.behaviour_score + self.prediction_score
+
+    @property
+    def message(self) -> str:
+        parts = [self.behaviour.message]
+        if self.prediction is not None:
+            parts.append(f"prediction: {self.prediction.message}")
+        return "; ".join(p for p in parts if p)
+
+
+def resolve_declaration(grade_id: str, hidden_source: str) -> Checkpoint | None:
+    """The declaration a hidden cell (its gradebook source, the instructor's) names, or None
+    for a plain in-kernel test. A named module or id that does not exist is an error of the
+    course, raised as LookupError or ImportError."""
+    module = marker_module(hidden_source)
+    if module is None:
+        return None
+    declared = load_checkpoints(module)
+    if grade_id not in declared:
+        raise LookupError(f"{module} declares no checkpoint {grade_id}")
+    return declared[grade_id]
+
+
+def judge_checkpoint(checkpoint: Checkpoint, points: float, session) -> Outcome:
+    """Collect, then judge, in this process. Never raises for anything the student did."""
+    started = time.perf_counter()
+    try:
+        evidence = checkpoint.collect(session)
+        behaviour = checkpoint.judge(evidence)
+        if not isinstance(behaviour, Verdict):
+            raise TypeError("a judge must return a Verdict")
+    except Unavailable as exc:
+        behaviour = Verdict.fail(str(exc))
+    except Exception as exc:  # a collector or judge meeting data it did not expect
+        behaviour = Verdict.fail(f"the check could not use what your notebook produced ({type(exc).__name__})")
+    prediction, prediction_points = None, 0.0
+    if checkpoint.prediction is not None:
+        prediction_points = min(checkpoint.prediction.points, points)
+        prediction = _judge_prediction(checkpoint.prediction, session)
+    return Outcome(checkpoint.id, points, behaviour, prediction, prediction_points,
+                   seconds=time.perf_counter() - started)
+
+
+def _judge_prediction(prediction: Prediction, session) -> Verdict:
+    try:
+        return prediction.judge(session.value(prediction.variable))
+    except Unavailable:
+        return prediction.judge(None, available=False)
+
+
+@dataclass
+class CheckpointRunner:
+    """Given to ``execute_notebook``: which cells are judged outside, and how."""
+
+    declarations: dict[str, tuple[Checkpoint, float]]  # grade_id -> (declaration, cell points)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    seed: int | None = None
+
+    def handles(self, cell) -> bool:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        return cell.get("cell_type") == "code" and grade_id in self.declarations
+
+    def __call__(self, cell, access: KernelAccess) -> list:
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        checkpoint, points = self.declarations[grade_id]
+        session = KernelSession(access, seed=self.seed)
+        outcome = judge_checkpoint(checkpoint, points, session)
+        self.outcomes[grade_id] = outcome
+        mark = "passed" if outcome.behaviour.passed else "not passed"
+        text = (f"checkpoint {grade_id}: {mark} — behaviour {outcome.behaviour_score:g}/{outcome.behaviour_max:g}"
+                + (f", prediction {outcome.prediction_score:g}/{outcome.prediction_points:g}"
+                   if outcome.prediction is not None else "")
+                + f"\n{outcome.message}\n")
+        return [nbformat.v4.new_output("stream", name="stdout", text=text)]

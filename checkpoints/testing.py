@@ -1,0 +1,136 @@
+"""A ``Session`` without a kernel, for unit tests of checkpoint declarations.
+
+``FakeSession(namespace, run_dir)`` answers ``value`` and ``call`` from a dict of Python
+objects, passing everything through JSON exactly as the grader does (so a test sees the
+same plain data a judge will see), serves ASGI apps from a thread of the test process,
+and observes files with the grader's own helpers. It is the test double of
+``autograde.collect.KernelSession``; nothing here is used at grading time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograde.collect import OpenCounter, list_regular_files, read_regular_file, run_probe_process, send_http
+from autograde.limits import Limits
+from checkpoints.interface import Unavailable, quote, strict_json
+
+
+def _plain(value, depth: int = 0):
+    if depth > 32:
+        raise Unavailable("the value is nested too deeply")
+    kind = type(value)
+    if value is None or kind in (bool, int, str, float):
+        return value
+    if kind.__module__ == "numpy" and hasattr(value, "tolist"):
+        return _plain(value.tolist(), depth + 1)
+    if kind in (list, tuple):
+        return [_plain(v, depth + 1) for v in value]
+    if kind is dict:
+        return {(k if type(k) is str else str(k)): _plain(v, depth + 1) for k, v in value.items()}
+    raise Unavailable(f"TypeError: {quote('not plain data: ' + kind.__name__)}")
+
+
+def _through_json(value):
+    text = json.dumps(_plain(value), allow_nan=True)
+    return strict_json(json.loads(text))
+
+
+@dataclass
+class _Served:
+    url: str
+
+
+class FakeSession:
+    def __init__(self, namespace: dict | None = None, run_dir: Path | str = ".", seed: int = 0,
+                 limits: Limits | None = None) -> None:
+        self.namespace = namespace if namespace is not None else {}
+        self.run_dir = Path(run_dir).resolve()
+        self.rng = random.Random(seed)
+        self.limits = limits or Limits()
+        self.calls: list[tuple[str, list, dict]] = []  # what the checkpoint asked for
+
+    def value(self, name: str):
+        if name not in self.namespace:
+            raise Unavailable(f"NameError: {quote(name + ' is not defined')}")
+        return _through_json(self.namespace[name])
+
+    def call(self, function: str, *args, **kwargs):
+        target = self.namespace.get(function)
+        if target is None or not callable(target):
+            raise Unavailable(f"NameError: {quote(function + ' is not defined or not a function')}")
+        args, kwargs = json.loads(json.dumps([list(args), kwargs], allow_nan=True))
+        self.calls.append((function, args, kwargs))
+        try:
+            result = target(*args, **kwargs)
+        except Exception as exc:
+            raise Unavailable(f"{type(exc).__name__}: {quote(exc)}") from None
+        return _through_json(result)
+
+    def kernel(self, code: str, args=None):
+        scope = {"ns": self.namespace, "args": args, "math": math}
+        try:
+            exec(code, scope)  # noqa: S102 - test double: the code is the grader's own
+        except Exception as exc:
+            raise Unavailable(f"{type(exc).__name__}: {quote(exc)}") from None
+        return _through_json(scope.get("result"))
+
+    @contextlib.contextmanager
+    def serve(self, app: str) -> Iterator[_Served]:
+        import uvicorn
+
+        target = self.namespace.get(app)
+        if target is None or not callable(target):
+            raise Unavailable(f"`{app}` could not be served (the server did not start)")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(target, host="127.0.0.1", port=port, log_level="critical",
+                                               access_log=False))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            if not server.started:
+                raise Unavailable(f"`{app}` could not be served (the server did not start)")
+            yield _Served(f"http://127.0.0.1:{port}")
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+    def http(self, server, requests: list[dict]) -> list[dict]:
+        url = server.url if hasattr(server, "url") else str(server)
+        return [send_http(url, spec) for spec in requests]
+
+    @contextlib.contextmanager
+    def count_opens(self) -> Iterator[dict[str, int]]:
+        counts: dict[str, int] = {}
+        counter = OpenCounter(self.run_dir)
+        try:
+            counter.drain()
+            yield counts
+            time.sleep(0.05)
+            counts.update(counter.drain())
+        finally:
+            counter.close()
+
+    def read_file(self, path: str, max_bytes: int = 1_000_000) -> bytes | None:
+        return read_regular_file(self.run_dir, path, max_bytes)
+
+    def list_files(self, folder: str = ".", limit: int = 2000) -> list[str]:
+        return list_regular_files(self.run_dir, folder, limit)
+
+    def probe(self, script: str, payload, timeout: float = 120.0, writable: bool = False):
+        return run_probe_process(script, payload, run_dir=self.run_dir, limits=self.limits, timeout=timeout,
+                                 writable=writable)
