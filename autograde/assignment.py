@@ -92,6 +92,9 @@ class Assignment:
 
 
 def source_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The source notebooks of a folder, or the one notebook ``notebooks_dir`` names."""
+    if Path(notebooks_dir).suffix == ".ipynb" and Path(notebooks_dir).is_file():
+        return [Path(notebooks_dir)]
     paths = sorted(Path(notebooks_dir).glob("*.ipynb"))
     if not paths:
         raise AssignmentError(f"no source notebooks in {notebooks_dir}")
