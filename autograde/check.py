@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from autograde.assignment import build_assignment
-from autograde.grade import GradeOptions, make_jobs, print_summary, run_jobs
+from autograde.grade import GradeOptions, make_jobs, print_summary, run_jobs, with_model_cache
 from autograde.leakcheck import find_leaks
 from autograde.worker import NotebookResult
 
@@ -41,8 +41,8 @@ def deviations(results: list[NotebookResult]) -> list[str]:
 
 def check(options: GradeOptions | None = None, sources: list[Path] | None = None,
           console: Console | None = None) -> list[str]:
-    options = options or GradeOptions()
     console = console or Console()
+    options = with_model_cache(options or GradeOptions(), console)
     with tempfile.TemporaryDirectory(prefix="autograde-check-") as tmp:
         assignment = build_assignment(Path(tmp) / "course", sources)
         problems = [

@@ -215,6 +215,8 @@ def in_network_of(pid: int | None, work: Callable[[], object]) -> object:
 
 
 IN_OPEN = 0x00000020
+IN_CLOSE_WRITE = 0x00000008
+IN_CLOSE_NOWRITE = 0x00000010
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 
@@ -233,7 +235,10 @@ class OpenCounter:
             dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
             if len(self._dirs) >= max_dirs:
                 break
-            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(dirpath), IN_OPEN)
+            # Closes are watched too: inotify merges identical back-to-back events, and a close
+            # between two opens of one file keeps them apart.
+            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(dirpath),
+                                              IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)
             if wd >= 0:
                 self._dirs[wd] = os.path.relpath(dirpath, root)
         self.counts: dict[str, int] = {}
@@ -352,15 +357,24 @@ class _Served:
 class KernelSession:
     """``checkpoints.interface.Session`` over a live kernel (see that module for the contract)."""
 
-    def __init__(self, access: KernelAccess, seed: int | None = None) -> None:
+    def __init__(self, access: KernelAccess, seed: int | None = None, budget_s: float = 180.0) -> None:
         self._access = access
         self.rng = random.Random(seed if seed is not None else secrets.randbits(64))
         self.kernel_alive = True
+        self._deadline = time.monotonic() + budget_s
+
+    def _remaining(self) -> float:
+        """Seconds left of the checkpoint's budget; every step is bounded by it."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise Unavailable("the check ran out of time collecting your notebook's answers")
+        return left
 
     # -- kernel requests
     def kernel(self, code: str, args=None):
         if not self.kernel_alive:
             raise Unavailable("the notebook's kernel is no longer running")
+        self._remaining()
         marker = f"[autograde-data {secrets.token_hex(8)}]"
         try:
             stdout = self._access.run_code(snippet(code, args, marker))
@@ -390,7 +404,11 @@ class KernelSession:
     # -- outside observation
     def http(self, server, requests: list[dict]) -> list[dict]:
         url = server.url if hasattr(server, "url") else str(server)
-        return in_network_of(self._access.netns_pid, lambda: [send_http(url, spec) for spec in requests])
+
+        def send_all() -> list[dict]:
+            return [send_http(url, spec, timeout=min(15.0, self._remaining())) for spec in requests]
+
+        return in_network_of(self._access.netns_pid, send_all)
 
     @contextlib.contextmanager
     def count_opens(self) -> Iterator[dict[str, int]]:
@@ -412,7 +430,7 @@ class KernelSession:
 
     def probe(self, script: str, payload, timeout: float = 120.0, writable: bool = False):
         return run_probe_process(script, payload, run_dir=self._access.run_dir, limits=self._access.limits,
-                                 timeout=timeout, writable=writable)
+                                 timeout=min(timeout, self._remaining()), writable=writable)
 
 
 # --------------------------------------------------------------------------- running a checkpoint
@@ -509,7 +527,7 @@ class CheckpointRunner:
     def __call__(self, cell, access: KernelAccess) -> list:
         grade_id = cell.metadata["nbgrader"]["grade_id"]
         checkpoint, points = self.declarations[grade_id]
-        session = KernelSession(access, seed=self.seed)
+        session = KernelSession(access, seed=self.seed, budget_s=checkpoint.timeout_s)
         outcome = judge_checkpoint(checkpoint, points, session)
         self.outcomes[grade_id] = outcome
         mark = "passed" if outcome.behaviour.passed else "not passed"

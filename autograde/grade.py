@@ -23,15 +23,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autograde.assignment import ASSIGNMENT_ID, COURSE_ID, Assignment, build_assignment, source_notebooks
+from autograde.assignment import (
+    ASSIGNMENT_ID,
+    COURSE_ID,
+    Assignment,
+    AssignmentError,
+    build_assignment,
+    source_notebooks,
+)
 from autograde.feedback import write_feedback
 from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Limits, become_subreaper
 from autograde.submissions import collect
 from autograde.summary import write_summary
-from autograde.worker import GradeJob, NotebookResult, grade_notebook, missing_result
+from autograde.worker import GradeJob, NotebookResult, checkpoint_runner, grade_notebook, missing_result
 
-GRADES_COLUMNS = ["student", "notebook", "score", "max_score", "status", "flags", "message"]
-CHECKPOINT_COLUMNS = ["student", "notebook", "checkpoint", "score", "max_score", "passed", "message"]
+GRADES_COLUMNS = ["student", "notebook", "score", "max_score", "status", "flags", "message", "checks_in_kernel"]
+# `judged`: "outside" (collected as data, judged by the grader) or "in-kernel" (a plain nbgrader
+# test cell, whose verdict the student's interpreter computed: see README, Grading you can trust).
+CHECKPOINT_COLUMNS = ["student", "notebook", "checkpoint", "score", "max_score", "passed", "judged",
+                      "behaviour_score", "behaviour_max", "prediction_score", "prediction_max", "message"]
 
 
 class ResultsExistError(FileExistsError):
@@ -44,6 +54,19 @@ class GradeOptions:
     cell_timeout: float = DEFAULT_CELL_TIMEOUT
     notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT
     limits: Limits = field(default_factory=lambda: Limits(sandbox=True))
+    model_cache: bool = True  # dequantise the packaged generator once for every kernel (modelcache.py)
+    kernel_env: dict[str, str] = field(default_factory=dict)  # filled by with_model_cache()
+
+
+def with_model_cache(options: GradeOptions, console: Console | None = None) -> GradeOptions:
+    """``options`` whose kernels find the dequantised generator, mounted read-only."""
+    if not options.model_cache:
+        return options
+    from autograde.modelcache import prepare
+
+    cache = prepare(console)
+    limits = replace(options.limits, ro_paths=[*options.limits.ro_paths, *cache.paths])
+    return replace(options, limits=limits, kernel_env={**options.kernel_env, **cache.env}, model_cache=False)
 
 
 def _worker_init() -> None:
@@ -127,6 +150,12 @@ def _crashed(job: GradeJob, message: str) -> NotebookResult:
 def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feedback_dir: Path,
               options: GradeOptions, notes: dict | None = None) -> list[GradeJob]:
     notes = notes or {}
+    kernel_env = dict(options.kernel_env)
+    for spec in assignment.notebooks.values():
+        try:
+            checkpoint_runner(spec)  # a hidden cell naming a missing declaration fails here, before any student runs
+        except (LookupError, ImportError) as exc:
+            raise AssignmentError(f"{spec.name}: a hidden checkpoint cannot be judged: {exc}") from exc
     return [
         GradeJob(
             student=student,
@@ -137,6 +166,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             notebook_timeout=options.notebook_timeout,
             note=notes.get((student, name), ""),
             limits=options.limits,
+            kernel_env=kernel_env,
         )
         for student, notebooks in sorted(students.items())
         for name, spec in assignment.notebooks.items()
@@ -163,7 +193,7 @@ def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None
         source_dirs = {Path(p).resolve().parent for p in sources}
         limits = replace(options.limits, hide=[*options.limits.hide, *source_dirs, out.resolve(),
                                                Path(submissions).resolve()])
-        options = replace(options, limits=limits)
+        options = with_model_cache(replace(options, limits=limits), console)
         if not collected.students:
             console.print(f"[yellow]no student folders found in {submissions}[/yellow]")
         jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes)
@@ -200,7 +230,8 @@ def write_reports(out: Path, results: list[NotebookResult]) -> None:
         for r in results:
             writer.writerow({"student": r.student, "notebook": r.notebook, "score": f"{r.score:g}",
                              "max_score": f"{r.max_score:g}", "status": r.status,
-                             "flags": ";".join(r.flags), "message": r.message})
+                             "flags": ";".join(r.flags), "message": r.message,
+                             "checks_in_kernel": sum(c.judged == "in-kernel" for c in r.checkpoints)})
     with open(out / "checkpoints.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, CHECKPOINT_COLUMNS)
         writer.writeheader()
@@ -208,7 +239,10 @@ def write_reports(out: Path, results: list[NotebookResult]) -> None:
             for c in r.checkpoints:
                 writer.writerow({"student": r.student, "notebook": r.notebook, "checkpoint": c.grade_id,
                                  "score": f"{c.score:g}", "max_score": f"{c.max_score:g}",
-                                 "passed": str(c.passed).lower(), "message": c.message})
+                                 "passed": str(c.passed).lower(), "judged": c.judged,
+                                 "behaviour_score": f"{c.behaviour_score:g}", "behaviour_max": f"{c.behaviour_max:g}",
+                                 "prediction_score": f"{c.prediction_score:g}",
+                                 "prediction_max": f"{c.prediction_max:g}", "message": c.message})
     (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
 
 

@@ -29,3 +29,4 @@ class Limits:
     max_file_mb: int = DEFAULT_MAX_FILE_MB
     sandbox: bool = False
     hide: list[Path] = field(default_factory=list)  # limits-only fallback: extra paths to hide
+    ro_paths: list[Path] = field(default_factory=list)  # grader-owned folders every sandbox sees read-only

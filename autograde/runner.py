@@ -357,9 +357,24 @@ def _kernel_access(client: _Client, run_dir: Path, limits: Limits, kernel_pid: i
         return "".join(o.get("text", "") for o in request.outputs
                        if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
-    mode, _ = _sandbox_report(run_dir, limits)
-    return KernelAccess(run_code=run_code, run_dir=run_dir, netns_pid=kernel_pid if mode == "isolated" else None,
-                        limits=limits)
+    return KernelAccess(run_code=run_code, run_dir=run_dir, netns_pid=_sandbox_netns_pid(kernel_pid), limits=limits)
+
+
+def _sandbox_netns_pid(launcher_pid: int) -> int | None:
+    """A process inside the kernel's network namespace (the launcher or one of its
+    descendants whose namespace differs from the grader's), or None when the kernel shares
+    the grader's network. Read from /proc, never from a file the student could write."""
+    try:
+        own = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
+    with contextlib.suppress(psutil.Error):
+        launcher = psutil.Process(launcher_pid)
+        for proc in [launcher, *launcher.children(recursive=True)]:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{proc.pid}/ns/net") != own:
+                    return proc.pid
+    return None
 
 
 def _sandbox_args(run_dir: Path, limits: Limits) -> list[str]:

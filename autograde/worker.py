@@ -82,6 +82,7 @@ class GradeJob:
     notebook_timeout: float
     note: str = ""
     limits: Limits = field(default_factory=Limits)
+    kernel_env: dict[str, str] = field(default_factory=dict)  # e.g. the model cache's location
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -92,7 +93,7 @@ def missing_result(job: GradeJob) -> NotebookResult:
         score=0.0,
         max_score=job.spec.max_score,
         message="no notebook with this name was submitted",
-        checkpoints=[_zero(c.grade_id, c.points, "not submitted") for c in job.spec.graded_cells],
+        checkpoints=[_zero(c.grade_id, c.points, "not submitted", job.spec) for c in job.spec.graded_cells],
     )
 
 
@@ -118,7 +119,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         else:
             detail = _short(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 90)
         result.message = f"not a readable notebook ({type(exc).__name__}): {detail}"
-        result.checkpoints = [_zero(c.grade_id, c.points, "notebook unreadable") for c in spec.graded_cells]
+        result.checkpoints = [_zero(c.grade_id, c.points, "notebook unreadable", spec) for c in spec.graded_cells]
         result.duration_s = time.perf_counter() - started
         return result
 
@@ -137,6 +138,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         notebook_timeout=job.notebook_timeout,
         allow_errors=True,
         limits=job.limits,
+        extra_env=job.kernel_env,
         checkpoints=checkpoints,
     )
     if job.limits.sandbox and execution.sandbox_mode != "isolated":
@@ -216,7 +218,7 @@ def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str 
             continue
         cell = by_id.get(cell_spec.grade_id)
         if cell is None or cell.cell_type != "code" or cell.get("execution_count") is None:
-            results.append(_zero(cell_spec.grade_id, cell_spec.points, "did not run"))
+            results.append(_zero(cell_spec.grade_id, cell_spec.points, "did not run", spec))
             continue
         judged = nbformat.from_dict(cell)
         judged.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
@@ -240,8 +242,15 @@ def cell_message(cell: nbformat.NotebookNode) -> str:
     return _short("".join(line for line in text.splitlines(True) if not line.startswith("[autograde-receipt")))
 
 
-def _zero(grade_id: str, points: float, message: str) -> CheckpointResult:
-    return CheckpointResult(grade_id, 0.0, points, message)
+def _zero(grade_id: str, points: float, message: str, spec: NotebookSpec | None = None) -> CheckpointResult:
+    """A graded cell that earned nothing; split like its declaration when it is judged outside."""
+    cell = spec.cells.get(grade_id) if spec is not None else None
+    declaration = resolve_declaration(grade_id, cell.source) if cell is not None and not cell.solution else None
+    if declaration is None:
+        return CheckpointResult(grade_id, 0.0, points, message)
+    prediction_max = min(declaration.prediction.points, points) if declaration.prediction else 0.0
+    return CheckpointResult(grade_id, 0.0, points, message, judged="outside", behaviour_max=points - prediction_max,
+                            prediction_max=prediction_max)
 
 
 def _short(text: str, limit: int = 240) -> str:

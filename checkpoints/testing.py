@@ -14,6 +14,7 @@ import json
 import math
 import random
 import socket
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -79,7 +80,7 @@ class FakeSession:
     def kernel(self, code: str, args=None):
         scope = {"ns": self.namespace, "args": args, "math": math}
         try:
-            exec(code, scope)  # noqa: S102 - test double: the code is the grader's own
+            exec(textwrap.dedent(code), scope)  # noqa: S102 - test double: the code is the grader's own
         except Exception as exc:
             raise Unavailable(f"{type(exc).__name__}: {quote(exc)}") from None
         return _through_json(scope.get("result"))
