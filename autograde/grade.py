@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -33,6 +34,7 @@ from autograde.assignment import (
 )
 from autograde.feedback import write_feedback
 from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Limits, become_subreaper
+from autograde.safe_output import csv_cell, plain_student_text
 from autograde.submissions import collect
 from autograde.summary import write_summary
 from autograde.worker import GradeJob, NotebookResult, checkpoint_runner, grade_notebook, missing_result
@@ -81,9 +83,9 @@ def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | Non
     that job is reported as crashed, the pool is rebuilt, and the rest go on."""
     console = console or Console(stderr=True)
     results: dict[int, NotebookResult] = {}
-    pending = {i: job for i, job in enumerate(jobs) if job.path is not None}
+    pending = {i: job for i, job in enumerate(jobs) if job.path is not None or job.rejected}
     for i, job in enumerate(jobs):
-        if job.path is None:
+        if i not in pending:
             results[i] = missing_result(job)
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -108,14 +110,14 @@ def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | Non
                         results[index] = _crashed(job, f"grader error: {type(exc).__name__}: {exc}")
                     del pending[index]
                     done = results[index]
-                    progress.update(task, advance=1, last=f"{done.student}/{done.notebook}: {done.status}")
+                    progress.update(task, advance=1, last=_progress_label(done))
                 if broken:
                     # Which job killed the pool is unknowable; retry the unfinished ones one at a
                     # time so only the culprit is marked crashed.
                     for index in list(pending):
                         results[index] = _run_isolated(pending.pop(index))
                         done = results[index]
-                        progress.update(task, advance=1, last=f"{done.student}/{done.notebook}: {done.status}")
+                        progress.update(task, advance=1, last=_progress_label(done))
     return [results[i] for i in range(len(jobs))]
 
 
@@ -148,8 +150,8 @@ def _crashed(job: GradeJob, message: str) -> NotebookResult:
 
 
 def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feedback_dir: Path,
-              options: GradeOptions, notes: dict | None = None) -> list[GradeJob]:
-    notes = notes or {}
+              options: GradeOptions, notes: dict | None = None, rejected: dict | None = None) -> list[GradeJob]:
+    notes, rejected = notes or {}, rejected or {}
     kernel_env = dict(options.kernel_env)
     for spec in assignment.notebooks.values():
         try:
@@ -165,6 +167,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             cell_timeout=options.cell_timeout,
             notebook_timeout=options.notebook_timeout,
             note=notes.get((student, name), ""),
+            rejected=rejected.get((student, name), ""),
             limits=options.limits,
             kernel_env=kernel_env,
         )
@@ -195,8 +198,11 @@ def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None
                                                Path(submissions).resolve()])
         options = with_model_cache(replace(options, limits=limits), console)
         if not collected.students:
-            console.print(f"[yellow]no student folders found in {submissions}[/yellow]")
-        jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes)
+            console.print(f"[yellow]no student folders found in {escape(str(submissions))}[/yellow]")
+        for warning in collected.warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes,
+                         collected.rejected)
         results = run_jobs(jobs, options, console=console)
     finally:
         collected.close()
@@ -223,26 +229,36 @@ def write_gradebook(assignment: Assignment, results: list[NotebookResult]) -> No
         gradebook.db.commit()
 
 
+def _progress_label(result: NotebookResult) -> str:
+    # Student folder names are data, not rich markup: "[/bold]" would raise MarkupError mid-batch.
+    return escape(f"{plain_student_text(result.student, 60)}/{result.notebook}: {result.status}")
+
+
+def _csv_row(row: dict) -> dict:
+    """Every cell through csv_cell: no student string can start a spreadsheet formula."""
+    return {key: csv_cell(value) for key, value in row.items()}
+
+
 def write_reports(out: Path, results: list[NotebookResult]) -> None:
     with open(out / "grades.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, GRADES_COLUMNS)
         writer.writeheader()
         for r in results:
-            writer.writerow({"student": r.student, "notebook": r.notebook, "score": f"{r.score:g}",
+            writer.writerow(_csv_row({"student": r.student, "notebook": r.notebook, "score": f"{r.score:g}",
                              "max_score": f"{r.max_score:g}", "status": r.status,
                              "flags": ";".join(r.flags), "message": r.message,
-                             "checks_in_kernel": sum(c.judged == "in-kernel" for c in r.checkpoints)})
+                             "checks_in_kernel": sum(c.judged == "in-kernel" for c in r.checkpoints)}))
     with open(out / "checkpoints.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, CHECKPOINT_COLUMNS)
         writer.writeheader()
         for r in results:
             for c in r.checkpoints:
-                writer.writerow({"student": r.student, "notebook": r.notebook, "checkpoint": c.grade_id,
+                writer.writerow(_csv_row({"student": r.student, "notebook": r.notebook, "checkpoint": c.grade_id,
                                  "score": f"{c.score:g}", "max_score": f"{c.max_score:g}",
                                  "passed": str(c.passed).lower(), "judged": c.judged,
                                  "behaviour_score": f"{c.behaviour_score:g}", "behaviour_max": f"{c.behaviour_max:g}",
                                  "prediction_score": f"{c.prediction_score:g}",
-                                 "prediction_max": f"{c.prediction_max:g}", "message": c.message})
+                                 "prediction_max": f"{c.prediction_max:g}", "message": c.message}))
     (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
 
 
@@ -255,8 +271,9 @@ def print_summary(results: list[NotebookResult], console: Console, out: Path | N
         table.add_column(column, overflow="fold")
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
-        table.add_row(r.student, r.notebook, f"{r.score:g} / {r.max_score:g}",
-                      f"[{style}]{r.status}[/{style}]", ", ".join(r.flags), r.message[:100])
+        table.add_row(escape(plain_student_text(r.student, 80)), escape(r.notebook), f"{r.score:g} / {r.max_score:g}",
+                      f"[{style}]{escape(r.status)}[/{style}]", escape(plain_student_text(", ".join(r.flags), 200)),
+                      escape(plain_student_text(r.message, 100)))
     console.print(table)
     counts: dict[str, int] = {}
     for r in results:

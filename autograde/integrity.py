@@ -19,13 +19,15 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import secrets
 import textwrap
+from typing import TYPE_CHECKING
 
-import nbformat
-from nbformat import NotebookNode
+if TYPE_CHECKING:  # nbformat is imported where used: the scanning child process needs none of it
+    from nbformat import NotebookNode
 
 INJECTED = "autograde_injected"  # cell metadata key of the cells this module adds
 RECEIPT = "[autograde-receipt {nonce} {grade_id}]"
@@ -52,14 +54,98 @@ GRADER_PATH_HINTS = re.compile(r"(notebooks/|gradebook|\.nbgrader|/checkpoints|c
 
 # --------------------------------------------------------------------------- static scan
 
-def _python_source(cell_source: str) -> str:
-    """IPython syntax (magics, shell escapes) turned into plain Python, as IPython would."""
+@functools.lru_cache(maxsize=1)
+def _transformer_manager():
     from IPython.core.inputtransformer2 import TransformerManager
 
+    return TransformerManager()
+
+
+class _NeedsFullTransform(Exception):
+    """The cell is too unusual for the per-line shortcut; use IPython's whole-cell path."""
+
+
+def _python_source(cell_source: str) -> str:
+    """IPython syntax (magics, shell escapes) turned into plain Python, as IPython would."""
     try:
-        return TransformerManager().transform_cell(cell_source)
+        return _transform_by_logical_line(cell_source)
+    except _NeedsFullTransform:
+        pass
     except Exception:
         return cell_source
+    try:
+        return _transformer_manager().transform_cell(cell_source)
+    except Exception:
+        return cell_source
+
+
+def _bracket_levels(tokens, start: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(Python's tokenizer level, IPython's grouping level) of open brackets after ``tokens``;
+    the first may go negative, the second stops at zero, as in ``make_tokens_by_line``."""
+    import tokenize
+
+    raw, grouping = start
+    for token in tokens:
+        if token.type == tokenize.OP and token.string in "([{":
+            raw += 1
+            grouping += 1
+        elif token.type == tokenize.OP and token.string in ")]}":
+            raw -= 1
+            grouping = max(grouping - 1, 0)
+    return raw, grouping
+
+
+def _transform_by_logical_line(cell_source: str) -> str:
+    """``TransformerManager.transform_cell``, without its quadratic cost.
+
+    IPython re-tokenizes the whole cell after every piece of IPython syntax it rewrites, so a
+    cell of n lines with m magics costs m x n (a 20,000-line cell with 100 magics: half a
+    minute). Its token transforms only rewrite the logical line they were found in, so here
+    the cell is tokenized once and only the logical lines holding IPython syntax are
+    transformed, each on its own. Whenever that equivalence is not certain (the cell does
+    not tokenize to its end, a bracket is open at the line's edges, the line tokenizes
+    differently on its own, or its rewrite leaves something open) this raises
+    ``_NeedsFullTransform`` and the caller takes IPython's whole-cell path."""
+    import tokenize
+
+    from IPython.core.inputtransformer2 import make_tokens_by_line
+
+    manager = _transformer_manager()
+    cell = cell_source if cell_source.endswith("\n") else cell_source + "\n"
+    lines = cell.splitlines(keepends=True)
+    for transform in manager.cleanup_transforms + manager.line_transforms:
+        lines = transform(lines)
+    if not lines:
+        return ""
+    groups = make_tokens_by_line(lines)
+    if not groups or groups[-1][-1].type != tokenize.ENDMARKER:
+        raise _NeedsFullTransform  # tokenizing stopped early (an open string or bracket)
+    layout = {tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    out: list[str] = []
+    next_row = 0  # 0-based index of the first line not copied yet
+    levels = (0, 0)
+    for group in groups:
+        levels_before, levels = levels, _bracket_levels(group, levels)
+        if not any(cls.find([group]) for cls in manager.token_transformers):
+            continue
+        first, last = group[0].start[0] - 1, group[-1].end[0] - 1
+        if levels_before != (0, 0) or levels != (0, 0) or first < next_row or last >= len(lines):
+            raise _NeedsFullTransform
+        chunk = lines[first:last + 1]
+        alone = [t for g in make_tokens_by_line(chunk) for t in g if t.type not in layout]
+        if [(t.type, t.string) for t in alone] != [(t.type, t.string) for t in group if t.type not in layout]:
+            raise _NeedsFullTransform
+        rewritten = manager.do_token_transforms(chunk)
+        if rewritten:
+            check = [t for g in make_tokens_by_line(rewritten) for t in g]
+            if (not rewritten[-1].endswith("\n") or not check or check[-1].type != tokenize.ENDMARKER
+                    or _bracket_levels(check) != (0, 0)):
+                raise _NeedsFullTransform  # the rewrite left a string or bracket open
+        out += lines[next_row:first]
+        out += rewritten
+        next_row = last + 1
+    out += lines[next_row:]
+    return "".join(out)
 
 
 def _root_name(node: ast.AST) -> str | None:
@@ -174,38 +260,117 @@ class _Scanner(ast.NodeVisitor):
             self.flags.add("reads-grader-files")
 
 
-def scan_source(source: str) -> set[str]:
-    """Flags for one cell of student code."""
+# What ast.parse raises on hostile text besides SyntaxError: null bytes (ValueError on 3.11),
+# nesting too deep for the parser or the tree (RecursionError, MemoryError).
+_UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+
+
+def _scan_python(python_source: str) -> set[str]:
     try:
-        tree = ast.parse(_python_source(source))
-    except SyntaxError:
+        tree = ast.parse(python_source)
+    except _UNPARSABLE:
         return set()
     scanner = _Scanner()
     scanner.visit(tree)
     return scanner.flags
 
 
+def scan_source(source: str) -> set[str]:
+    """Flags for one cell of student code."""
+    return _scan_python(_python_source(source))
+
+
+def scan_sources(sources: list[str]) -> list[str]:
+    """Flags for the student's code cells, given in notebook order."""
+    python = [_python_source(source) for source in sources]
+    # Scan the student's cells together so `import numpy as np` in one cell is known in the next.
+    try:
+        tree = ast.parse("\n".join(python))
+    except _UNPARSABLE:
+        # One cell does not parse: scan the others one by one (each transformed once only).
+        flags: set[str] = set()
+        for source in python:
+            flags |= _scan_python(source)
+        return sorted(flags)
+    scanner = _Scanner()
+    scanner.visit(tree)
+    return sorted(scanner.flags)
+
+
+def student_sources(nb: NotebookNode, is_student_cell) -> list[str]:
+    return [cell.source for cell in nb.cells if cell.cell_type == "code" and is_student_cell(cell)]
+
+
 def scan_notebook(nb: NotebookNode, is_student_cell) -> list[str]:
     """Flags for every student-authored code cell of ``nb``; ``is_student_cell(cell)`` says
     which cells the student wrote (locked and test cells are the instructor's)."""
-    flags: set[str] = set()
-    aliases_source = []
-    for cell in nb.cells:
-        if cell.cell_type != "code" or not is_student_cell(cell):
-            continue
-        aliases_source.append(cell.source)
-    # Scan the student's cells together so `import numpy as np` in one cell is known in the next.
-    combined = "\n".join(_python_source(source) for source in aliases_source)
+    return scan_sources(student_sources(nb, is_student_cell))
+
+
+SCAN_TIMEOUT_FLAG = "scan-timeout"
+SCAN_FAILED_FLAG = "scan-failed"
+SCAN_MEMORY_BYTES = 2 * 1024**3  # address space of the scanning process
+
+
+def scan_notebook_bounded(nb: NotebookNode, is_student_cell, timeout_s: float) -> tuple[list[str], float]:
+    """``scan_notebook`` in a child process killed after ``timeout_s`` seconds.
+
+    Returns (flags, seconds used). A scan that runs out of time gives ``["scan-timeout"]``,
+    one that dies (out of memory, say) ``["scan-failed"]``: a submission cannot hold up its
+    batch by being expensive to read. The child gets only the student's cell sources, as
+    JSON on stdin, and answers the flags as JSON on stdout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    started = time.monotonic()
+    if timeout_s <= 0:
+        return [SCAN_TIMEOUT_FLAG], 0.0
+    payload = json.dumps({"sources": student_sources(nb, is_student_cell)}).encode("utf-8")
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    # -P: the working directory is not put on sys.path, so nothing found there is imported.
+    command = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "autograde.integrity",
+               "--scan-stdin"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, cwd=package_parent, start_new_session=True)
     try:
-        tree = ast.parse(combined)
-    except SyntaxError:
-        for source in aliases_source:
-            flags |= scan_source(source)
-    else:
-        scanner = _Scanner()
-        scanner.visit(tree)
-        flags = scanner.flags
-    return sorted(flags)
+        out, _ = proc.communicate(payload, timeout=max(timeout_s - (time.monotonic() - started), 0.01))
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        return [SCAN_TIMEOUT_FLAG], time.monotonic() - started
+    used = time.monotonic() - started
+    try:
+        flags = json.loads(out.decode("utf-8"))["flags"]
+        if proc.returncode != 0 or not all(isinstance(f, str) for f in flags):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return [SCAN_FAILED_FLAG], used
+    return list(flags), used
+
+
+def _scan_stdin_main() -> int:
+    """The child side of ``scan_notebook_bounded``."""
+    import sys
+
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (SCAN_MEMORY_BYTES, SCAN_MEMORY_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
+    sources = json.loads(sys.stdin.buffer.read().decode("utf-8"))["sources"]
+    sys.stdout.write(json.dumps({"flags": scan_sources([str(s) for s in sources])}))
+    sys.stdout.flush()
+    return 0
 
 
 # --------------------------------------------------------------------------- instrumentation
@@ -328,6 +493,8 @@ __autograde_audit(__autograde_state, None)
 
 
 def _injected(source: str, role: str) -> NotebookNode:
+    import nbformat
+
     cell = nbformat.v4.new_code_cell(source.strip() + "\n")
     cell.metadata[INJECTED] = role
     return cell
@@ -379,6 +546,8 @@ def audit_flags(executed: NotebookNode, nonce: str) -> list[str]:
 
 def remove_instrumentation(nb: NotebookNode, nonce: str) -> NotebookNode:
     """The notebook as the student should see it in feedback: no injected cells, no receipts."""
+    import nbformat
+
     nb = nbformat.from_dict(nb)
     nb.cells = [c for c in nb.cells if INJECTED not in c.get("metadata", {})]
     marker = f"[autograde-receipt {nonce} "
@@ -387,3 +556,11 @@ def remove_instrumentation(nb: NotebookNode, nonce: str) -> NotebookNode:
             if output.get("output_type") == "stream" and marker in output.get("text", ""):
                 output["text"] = "".join(line for line in output["text"].splitlines(True) if marker not in line)
     return nb
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--scan-stdin"]:
+        sys.exit(_scan_stdin_main())
+    sys.exit("usage: python -m autograde.integrity --scan-stdin  (student cell sources as JSON on stdin)")

@@ -1,13 +1,19 @@
 """RESULTS/summary.html: the class at a glance for the instructor: score distribution per
-notebook, pass rate per checkpoint, statuses and flags. One self-contained page, no scripts."""
+notebook, pass rate per checkpoint, statuses and flags. One self-contained page, no scripts:
+everything a submission controls (folder name, message, flags) is escaped and length-capped,
+and a Content-Security-Policy forbids scripts and network requests should anything slip."""
 
 from __future__ import annotations
 
-import html
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from autograde.safe_output import quote_student_text
 from autograde.worker import NotebookResult
+
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+MAX_FLAGS_SHOWN = 12
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2328; max-width: 70rem; }
@@ -45,15 +51,17 @@ def render(results: list[NotebookResult]) -> str:
     for r in results:
         by_notebook[r.notebook].append(r)
     students = sorted({r.student for r in results})
-    parts = [f"<!doctype html><meta charset='utf-8'><title>Grading summary</title><style>{STYLE}</style>",
+    parts = [f"<!doctype html><meta charset='utf-8'>"
+             f"<meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
+             f"<meta name='referrer' content='no-referrer'><title>Grading summary</title><style>{STYLE}</style>",
              "<h1>Grading summary</h1>",
              f"<p>{len(students)} student(s), {len(results)} notebook submission(s). "
-             + ", ".join(f"{n} {html.escape(s)}" for s, n in sorted(Counter(r.status for r in results).items()))
+             + ", ".join(f"{n} {quote_student_text(s, 40)}" for s, n in sorted(Counter(r.status for r in results).items()))
              + "</p>"]
     for notebook, rows in sorted(by_notebook.items()):
         handed_in = [r for r in rows if r.status != "missing"]
         max_score = rows[0].max_score
-        parts.append(f"<h2>{html.escape(notebook)}</h2>")
+        parts.append(f"<h2>{quote_student_text(notebook, 120)}</h2>")
         parts.append(f"<p>Score distribution of the {len(handed_in)} handed-in notebook(s) (out of {max_score:g}):</p>")
         parts.append(_histogram([r.score for r in handed_in], max_score))
         parts.append("<table><tr><th>checkpoint</th><th>points</th><th>passed</th><th></th></tr>")
@@ -64,7 +72,7 @@ def render(results: list[NotebookResult]) -> str:
             share = passed / len(outcomes) if outcomes else 0.0
             points = outcomes[0].max_score if outcomes else 0
             parts.append(
-                f"<tr><td><code>{html.escape(grade_id)}</code></td><td>{points:g}</td>"
+                f"<tr><td><code>{quote_student_text(grade_id, 80)}</code></td><td>{points:g}</td>"
                 f"<td>{passed} / {len(outcomes)}</td><td><span class='bar' style='width:{160 * share:.0f}px'></span>"
                 f"<span class='bar fail' style='width:{160 * (1 - share) if outcomes else 0:.0f}px'></span></td></tr>"
             )
@@ -72,14 +80,21 @@ def render(results: list[NotebookResult]) -> str:
     parts.append("<h2>Students</h2><table><tr><th>student</th><th>notebook</th><th>score</th><th>status</th>"
                  "<th>flags</th><th>message</th></tr>")
     for r in sorted(results, key=lambda r: (r.student, r.notebook)):
-        flags = " ".join(f"<span class='flag'>{html.escape(f)}</span>" for f in r.flags)
+        flags = " ".join(f"<span class='flag'>{quote_student_text(f, 80)}</span>" for f in r.flags[:MAX_FLAGS_SHOWN])
+        if len(r.flags) > MAX_FLAGS_SHOWN:
+            flags += f" (+{len(r.flags) - MAX_FLAGS_SHOWN} more)"
+        status = quote_student_text(r.status, 20)
         parts.append(
-            f"<tr><td>{html.escape(r.student)}</td><td>{html.escape(r.notebook)}</td>"
-            f"<td>{r.score:g} / {r.max_score:g}</td><td class='status-{r.status}'>{r.status}</td>"
-            f"<td>{flags}</td><td>{html.escape(r.message[:160])}</td></tr>"
+            f"<tr><td>{quote_student_text(r.student, 80)}</td><td>{quote_student_text(r.notebook, 80)}</td>"
+            f"<td>{r.score:g} / {r.max_score:g}</td><td class='status-{_css_name(r.status)}'>{status}</td>"
+            f"<td>{flags}</td><td>{quote_student_text(r.message, 160)}</td></tr>"
         )
     parts.append("</table>")
     return "\n".join(parts)
+
+
+def _css_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "", str(text).lower())[:20]
 
 
 def write_summary(out: Path, results: list[NotebookResult]) -> Path:

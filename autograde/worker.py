@@ -5,19 +5,19 @@ the only writer of the gradebook and the CSVs."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbformat.reader import NotJSONError
 from nbgrader.utils import determine_grade
 
 from autograde import integrity
 from autograde.assignment import NotebookSpec
 from autograde.collect import CheckpointRunner, Outcome, resolve_declaration
+from autograde.limits import DEFAULT_SCAN_SECONDS
 from autograde.restore import restore_cells
 from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
+from autograde.submissions import UnreadableSubmission, read_notebook_safely
 
 STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
 
@@ -83,6 +83,7 @@ class GradeJob:
     note: str = ""
     limits: Limits = field(default_factory=Limits)
     kernel_env: dict[str, str] = field(default_factory=dict)  # e.g. the model cache's location
+    rejected: str = ""  # why the submitted file was refused at intake (then ``path`` is None)
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -103,30 +104,30 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
 
     started = time.perf_counter()
     spec = job.spec
-    if job.path is None:
+    if job.path is None and not job.rejected:
         return missing_result(job)
     result = NotebookResult(
         student=job.student, notebook=spec.name, status="graded", score=0.0, max_score=spec.max_score
     )
     try:
-        submission = nbformat.read(job.path, as_version=4)
-        nbformat.validate(submission)
-    except (json.JSONDecodeError, nbformat.ValidationError, UnicodeDecodeError, OSError,
-            AttributeError, KeyError, TypeError, ValueError) as exc:
+        if job.rejected:
+            raise UnreadableSubmission(job.rejected)
+        submission = read_notebook_safely(job.path)
+    except UnreadableSubmission as exc:
         result.status = "unreadable"
-        if isinstance(exc, json.JSONDecodeError | NotJSONError):
-            detail = "the file is not valid JSON (truncated or corrupted?)"
-        else:
-            detail = _short(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 90)
-        result.message = f"not a readable notebook ({type(exc).__name__}): {detail}"
+        result.message = f"not a readable notebook: {exc.reason}"
         result.checkpoints = [_zero(c.grade_id, c.points, "notebook unreadable", spec) for c in spec.graded_cells]
         result.duration_s = time.perf_counter() - started
         return result
 
     prepared, result.flags = restore_cells(submission, spec)
-    # Scan what the student wrote or changed; the instructor's own cells are not theirs.
-    result.flags += integrity.scan_notebook(
-        prepared, lambda cell: _is_student_cell(cell) and cell.source.strip() not in spec.released_code)
+    # Scan what the student wrote or changed (the instructor's own cells are not theirs), in a
+    # child process whose time counts against the notebook's budget.
+    scan_flags, scan_s = integrity.scan_notebook_bounded(
+        prepared, lambda cell: _is_student_cell(cell) and cell.source.strip() not in spec.released_code,
+        timeout_s=min(DEFAULT_SCAN_SECONDS, job.notebook_timeout / 4))
+    result.flags += scan_flags
+    notebook_timeout = max(job.notebook_timeout - scan_s, 1.0)
     nonce = integrity.new_nonce()
     checkpoints = checkpoint_runner(spec)
     in_kernel_ids = {c.grade_id for c in spec.graded_cells if not c.solution} - set(checkpoints.declarations)
@@ -135,7 +136,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     execution = execute_notebook(
         prepared,
         cell_timeout=job.cell_timeout,
-        notebook_timeout=job.notebook_timeout,
+        notebook_timeout=notebook_timeout,
         allow_errors=True,
         limits=job.limits,
         extra_env=job.kernel_env,
