@@ -1,4 +1,8 @@
-"""Grading you can trust: what a submission did to the grading, found three ways.
+"""Flags for the instructor: what a submission did to the grading, found three ways.
+
+None of this decides a checkpoint judged outside the kernel (``autograde.collect``): those
+scores come from data the grader collected and judged itself. The receipts below only guard
+plain nbgrader test cells, which run in the kernel (reported as ``judged=in-kernel``).
 
 1. **Static scan** (in the grader, before anything runs): the student-authored cells are
    parsed and every mechanism that could fake a check is flagged: monkeypatching library
@@ -505,7 +509,7 @@ VERIFIER_MODULE = re.compile(r"\b(checkpoints(?:\.\w+)*)\b")
 
 def instrument(nb: NotebookNode, test_ids: set[str], nonce: str, private_paths: list[str]) -> NotebookNode:
     """Guard first, receipts on every graded test cell, audit last."""
-    verifiers = {"checkpoints", "checkpoints.common"}
+    verifiers: set[str] = set()  # modules in-kernel test cells import (checkpoints judged outside need none)
     for cell in nb.cells:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if cell.cell_type == "code" and grade_id in test_ids:
@@ -538,9 +542,14 @@ def audit_flags(executed: NotebookNode, nonce: str) -> list[str]:
         for line in _stdout(cell).splitlines():
             if line.startswith(prefix):
                 try:
-                    return list(json.loads(line[len(prefix):]))
+                    reported = json.loads(line[len(prefix):])
                 except ValueError:
                     break
+                # The audit runs in the student's interpreter: a report that is not a list of
+                # short strings was tampered with (json.dumps replaced, say).
+                if type(reported) is list and all(type(f) is str and len(f) < 120 for f in reported):
+                    return reported[:40]
+                return ["audit-tampered"]
     return ["audit-missing"]
 
 

@@ -6,7 +6,9 @@ Every student starts from the student release (as a student would) and then:
 - alice_perfect: answers every exercise with the instructor's solution;
 - bob_blank: hands the release in untouched;
 - carol_partial: answers only the first half of each notebook's exercises, and skips one notebook;
-- dave_broken: one notebook truncated mid-file, one that kills its own kernel, one missing.
+- dave_broken: one notebook truncated mid-file, one that kills its own kernel, one missing;
+- erin_wrong_predictions: the first notebook with every exercise solved but every "predict
+  before you run" answer wrong: her code keeps its points, only the predictions' share is lost.
 Do not edit the generated notebooks by hand; change the sources and run this again
 (tests/test_sample_class.py fails when they are out of date).
 """
@@ -14,6 +16,7 @@ Do not edit the generated notebooks by hand; change the sources and run this aga
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -58,6 +61,16 @@ def _answered(release_path: Path, solutions: dict[str, str], fraction: float) ->
     return nb
 
 
+def _wrong_predictions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Every prediction cell (it sets ``checkpoint_<x><n>``) answered with a guess that is wrong."""
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            names = re.findall(r"^(checkpoint_[a-z]\d+)\s*=", cell.source, flags=re.MULTILINE)
+            if names:
+                cell.source = f'{names[0]} = "not sure"  # a wrong guess'
+    return nb
+
+
 def build(out: Path) -> list[Path]:
     sources = source_notebooks()
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +93,9 @@ def build(out: Path) -> list[Path]:
             crashing.cells.insert(1, stray_exit)
             broken[names[1]] = crashing
         class_["dave_broken"] = broken
+        if names:
+            class_["erin_wrong_predictions"] = {
+                names[0]: _wrong_predictions(_answered(released[names[0]], solutions[names[0]], 1.0))}
 
         if out.exists():
             shutil.rmtree(out)
