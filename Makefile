@@ -19,13 +19,13 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: demo test test-colab browser-deps check release bench lint setup setup-dev clean
+.PHONY: demo test test-colab browser-deps sandbox-deps check release bench lint setup setup-dev clean
 
-demo: $(RUNTIME_STAMP)
+demo: $(RUNTIME_STAMP) sandbox-deps
 	$(PY) -m autograde release --out student
 	$(PY) -m autograde grade examples/submissions --out build/demo-results --force --workers $(WORKERS)
 
-test: $(DEV_STAMP) browser-deps
+test: $(DEV_STAMP) browser-deps sandbox-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/test_colab_env.py
 	$(MAKE) test-colab
@@ -40,7 +40,12 @@ test-colab: $(DEV_STAMP)
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-check: $(RUNTIME_STAMP)
+# bubblewrap builds each submission's sandbox (setpriv comes with util-linux). Only root can
+# use it; without root grading still runs, every row flagged `unsandboxed`.
+sandbox-deps:
+	command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap)
+
+check: $(RUNTIME_STAMP) sandbox-deps
 	$(PY) -m autograde check --workers $(WORKERS)
 
 release: $(RUNTIME_STAMP)

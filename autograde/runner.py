@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
+from autograde import sandbox
 from autograde.limits import (  # noqa: F401  (re-exported for callers)
     DEFAULT_CELL_TIMEOUT,
     DEFAULT_MEMORY_MB,
@@ -138,19 +138,14 @@ def kill_new_descendants(before: set[int], grace_s: float = 0.5) -> int:
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """Starts the kernel through ``python -m autograde.sandbox`` (limits, and confinement
-    when possible)."""
+    """Starts the kernel through the sandbox launcher (``sandbox.launcher_args``: limits,
+    and isolation when possible). The launcher runs sandbox.py by path, so it needs no
+    PYTHONPATH into the repository."""
 
-    sandbox_args: list[str] = []
+    launcher_prefix: list[str] = []
 
     def format_kernel_cmd(self, extra_arguments=None):
-        command = super().format_kernel_cmd(extra_arguments)
-        if not self.sandbox_args:
-            return command
-        # The launcher is grader code: it finds the package by path, since the kernel's
-        # environment has no PYTHONPATH into the repository.
-        launcher = f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from autograde.sandbox import main; main()"
-        return [sys.executable, "-c", launcher, *self.sandbox_args, "--", *command]
+        return [*self.launcher_prefix, *super().format_kernel_cmd(extra_arguments)]
 
 
 class _Client(NotebookClient):
@@ -258,7 +253,11 @@ def execute_notebook(
     client.km = client.create_kernel_manager()
     client.km.transport = "ipc"
     client.km.ip = str(run_dir / ".kernel-ipc")
-    client.km.sandbox_args = _sandbox_args(run_dir, limits)
+    # The launcher's report (mode, network namespace, cgroups) is written outside the run
+    # folder, where the student cannot forge it.
+    private_dir = Path(tempfile.mkdtemp(prefix="autograde-sandbox-"))
+    info_file = private_dir / "sandbox.json"
+    client.km.launcher_prefix = sandbox.launcher_args(run_dir, limits, info_file)
 
     env = kernel_env(extra_env)
     env.update(AUTOGRADE_RUN_DIR=str(run_dir), HOME=str(run_dir), XDG_CACHE_HOME=str(run_dir / ".cache"),
@@ -292,7 +291,7 @@ def execute_notebook(
                                             lambda: _kill_kernel(memory_hit)), daemon=True)
             memory_watch.start()
             try:
-                access = _kernel_access(client, run_dir, limits, kernel_pid) if checkpoints else None
+                access = _kernel_access(client, run_dir, limits, info_file) if checkpoints else None
                 for index, cell in enumerate(nb.cells):
                     client._current_index = index
                     if checkpoints is not None and checkpoints.handles(cell):
@@ -311,8 +310,13 @@ def execute_notebook(
         # e.g. the kernel failed to start or stopped answering
         status, message = "crashed", f"kernel failure: {_first_line(str(exc))}"
     finally:
+        info = sandbox.read_info(info_file)
+        if sandbox.memory_exceeded(info):  # the cgroup's limit stopped it (an OOM kill)
+            memory_hit.set()
+        sandbox.kill_all(info)  # everything in its cgroups; its uid is released
         kill_new_descendants(before)
-        sandbox_mode, sandbox_reason = _sandbox_report(run_dir, limits)
+        sandbox_mode, sandbox_reason = _sandbox_report(info, limits)
+        shutil.rmtree(private_dir, ignore_errors=True)
         if own_workdir and not keep_workdir:
             shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -341,7 +345,7 @@ def execute_notebook(
     )
 
 
-def _kernel_access(client: _Client, run_dir: Path, limits: Limits, kernel_pid: int):
+def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Path):
     """The live kernel as a checkpoint may use it: grader code run without touching the
     student's input history, the run folder, and the kernel's network namespace."""
     from autograde.collect import KernelAccess, KernelGone
@@ -357,50 +361,15 @@ def _kernel_access(client: _Client, run_dir: Path, limits: Limits, kernel_pid: i
         return "".join(o.get("text", "") for o in request.outputs
                        if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
-    return KernelAccess(run_code=run_code, run_dir=run_dir, netns_pid=_sandbox_netns_pid(kernel_pid), limits=limits)
+    info = sandbox.read_info(info_file, timeout=10)  # written once the sandbox is up
+    return KernelAccess(run_code=run_code, run_dir=run_dir,
+                        netns_pid=info.netns_pid if info.mode == "isolated" else None, limits=limits)
 
 
-def _sandbox_netns_pid(launcher_pid: int) -> int | None:
-    """A process inside the kernel's network namespace (the launcher or one of its
-    descendants whose namespace differs from the grader's), or None when the kernel shares
-    the grader's network. Read from /proc, never from a file the student could write."""
-    try:
-        own = os.readlink("/proc/self/ns/net")
-    except OSError:
-        return None
-    with contextlib.suppress(psutil.Error):
-        launcher = psutil.Process(launcher_pid)
-        for proc in [launcher, *launcher.children(recursive=True)]:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{proc.pid}/ns/net") != own:
-                    return proc.pid
-    return None
-
-
-def _sandbox_args(run_dir: Path, limits: Limits) -> list[str]:
-    args = ["--run-dir", str(run_dir), "--max-processes", str(limits.max_processes),
-            "--cpu-seconds", str(limits.cpu_seconds)]
-    if not limits.sandbox:
-        return args + ["--no-isolation"]
-    for path in [*GRADER_PRIVATE_PATHS, *limits.hide]:
-        args += ["--hide", str(path)]
-    # What the kernel needs: the interpreter, the virtualenv, and the verifiers hidden cells import.
-    for path in {Path(sys.base_prefix), Path(sys.prefix), REPO_ROOT / "checkpoints"}:
-        args += ["--expose", str(path)]
-    return args
-
-
-def _sandbox_report(run_dir: Path, limits: Limits) -> tuple[str, str]:
-    from autograde.sandbox import MARKER_FILE
-
-    try:
-        report = json.loads((run_dir / MARKER_FILE).read_text())
-    except (OSError, ValueError):
-        return ("off", "the kernel did not start through the sandbox launcher")
-    mode = report.get("mode", "off")
+def _sandbox_report(info: sandbox.SandboxInfo, limits: Limits) -> tuple[str, str]:
     if not limits.sandbox:
         return ("off", "sandbox not requested")
-    return (mode, report.get("reason", ""))
+    return (info.mode, info.reason)
 
 
 def _watch_memory(pid: int, limit_mb: float, stop: threading.Event, on_exceed) -> None:

@@ -91,7 +91,7 @@ TRICKS: dict[str, tuple[str, list[str], list[str], dict[str, str]]] = {
     "echo-hidden-and-verifiers": (
         "prints the input history, every global and any verifier file it can find into its feedback",
         [], ["print(In)\nprint(sorted(globals()))\nimport glob, os\n"
-             "for path in glob.glob('/work/*/tests/toy_checkpoints.py') + glob.glob('/work/*/checkpoints/*.py') + "
+             "for path in glob.glob('/work/*/tests/toy_*.py') + glob.glob('/work/*/checkpoints/*.py') + "
              "glob.glob('/proc/*/cwd/checkpoints/interface.py'):\n"
              "    try:\n        print(open(path).read())\n    except OSError as e:\n        print('blocked', e)\n"
              "import sys\nprint([getattr(m, '__file__', '') for m in list(sys.modules.values())][:400])"], {}),
