@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     gra.add_argument("submissions", type=Path)
     gra.add_argument("--out", type=Path, required=True, help="results folder")
     gra.add_argument("--force", action="store_true", help="replace grades already in --out")
+    gra.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="run the jobs on a Dask cluster: a scheduler address (tcp://HOST:8786), or `local` "
+                          "for a cluster of --workers processes on this machine")
     _add_execution_options(gra)
 
     chk = verbs.add_parser("check", help="sources must score full marks, the release exactly zero")
@@ -105,7 +108,8 @@ def _run(args, console: Console) -> int:
 
     limits = Limits(memory_mb=args.memory_mb, max_processes=args.max_processes, sandbox=not args.no_sandbox)
     options = GradeOptions(workers=args.workers, cell_timeout=args.cell_timeout,
-                           notebook_timeout=args.notebook_timeout, limits=limits)
+                           notebook_timeout=args.notebook_timeout, limits=limits,
+                           scheduler=getattr(args, "scheduler", None))
     sources = source_notebooks(args.notebooks)
     if args.verb == "grade":
         from autograde.grade import grade

@@ -57,18 +57,18 @@ class GradeOptions:
     notebook_timeout: float = DEFAULT_NOTEBOOK_TIMEOUT
     limits: Limits = field(default_factory=lambda: Limits(sandbox=True))
     model_cache: bool = True  # dequantise the packaged generator once for every kernel (modelcache.py)
-    kernel_env: dict[str, str] = field(default_factory=dict)  # filled by with_model_cache()
+    kernel_env: dict[str, str] = field(default_factory=dict)
+    scheduler: str | None = None  # a Dask scheduler address, or "local": see autograde/cluster.py
 
 
 def with_model_cache(options: GradeOptions, console: Console | None = None) -> GradeOptions:
-    """``options`` whose kernels find the dequantised generator, mounted read-only."""
-    if not options.model_cache:
-        return options
-    from autograde.modelcache import prepare
+    """Build the dequantised generator cache once, here, before any worker needs it; each
+    worker then points its kernels at it (``worker.job_environment``)."""
+    if options.model_cache:
+        from autograde.modelcache import prepare
 
-    cache = prepare(console)
-    limits = replace(options.limits, ro_paths=[*options.limits.ro_paths, *cache.paths])
-    return replace(options, limits=limits, kernel_env={**options.kernel_env, **cache.env}, model_cache=False)
+        prepare(console)
+    return options
 
 
 def _worker_init() -> None:
@@ -77,10 +77,9 @@ def _worker_init() -> None:
 
 def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | None = None,
              label: str = "grading") -> list[NotebookResult]:
-    """Grade every job over ``options.workers`` processes, with a progress bar.
-
-    A worker process that dies (killed by the OS, say) costs only the job it was running:
-    that job is reported as crashed, the pool is rebuilt, and the rest go on."""
+    """Grade every job over ``options.workers`` local processes, or on a Dask cluster when
+    ``options.scheduler`` is set, with a progress bar. Either way this process receives every
+    result and writes every output."""
     console = console or Console(stderr=True)
     results: dict[int, NotebookResult] = {}
     pending = {i: job for i, job in enumerate(jobs) if job.path is not None or job.rejected}
@@ -92,33 +91,49 @@ def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | Non
                TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(label, total=len(jobs), completed=len(results), last="")
-        while pending:
-            context = multiprocessing.get_context("spawn")
-            workers = max(1, min(options.workers, len(pending)))
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-                futures: dict[Future, int] = {pool.submit(grade_notebook, job): i for i, job in pending.items()}
-                broken = False
-                for future in as_completed(futures):
-                    index = futures[future]
-                    job = pending[index]
-                    try:
-                        results[index] = _with_feedback(future.result(), job)
-                    except BrokenProcessPool:
-                        broken = True
-                        continue
-                    except Exception as exc:  # a bug of ours must not stop the batch
-                        results[index] = _crashed(job, f"grader error: {type(exc).__name__}: {exc}")
-                    del pending[index]
-                    done = results[index]
-                    progress.update(task, advance=1, last=_progress_label(done))
-                if broken:
-                    # Which job killed the pool is unknowable; retry the unfinished ones one at a
-                    # time so only the culprit is marked crashed.
-                    for index in list(pending):
-                        results[index] = _run_isolated(pending.pop(index))
-                        done = results[index]
-                        progress.update(task, advance=1, last=_progress_label(done))
+
+        def finish(index: int, result: NotebookResult) -> None:
+            """Called once per job, in this process: the single writer of every output."""
+            results[index] = result
+            progress.update(task, advance=1, last=_progress_label(result))
+
+        if options.scheduler:
+            from autograde.cluster import run_on_dask
+
+            run_on_dask(pending, options.scheduler, options.workers, finish, _with_feedback, _crashed)
+        else:
+            _run_local(pending, options.workers, finish)
     return [results[i] for i in range(len(jobs))]
+
+
+def _run_local(pending: dict[int, GradeJob], workers: int, finish) -> None:
+    """The jobs over local worker processes. A worker process that dies (killed by the OS,
+    say) costs only the job it was running: that job is reported as crashed, the pool is
+    rebuilt, and the rest go on."""
+    pending = dict(pending)
+    while pending:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max(1, min(workers, len(pending))), mp_context=context,
+                                 initializer=_worker_init) as pool:
+            futures: dict[Future, int] = {pool.submit(grade_notebook, job): i for i, job in pending.items()}
+            broken = False
+            for future in as_completed(futures):
+                index = futures[future]
+                job = pending[index]
+                try:
+                    result = _with_feedback(future.result(), job)
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                except Exception as exc:  # a bug of ours must not stop the batch
+                    result = _crashed(job, f"grader error: {type(exc).__name__}: {exc}")
+                del pending[index]
+                finish(index, result)
+            if broken:
+                # Which job killed the pool is unknowable; retry the unfinished ones one at a
+                # time so only the culprit is marked crashed.
+                for index in list(pending):
+                    finish(index, _run_isolated(pending.pop(index)))
 
 
 def _with_feedback(result: NotebookResult, job: GradeJob) -> NotebookResult:
@@ -170,6 +185,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             rejected=rejected.get((student, name), ""),
             limits=options.limits,
             kernel_env=kernel_env,
+            model_cache=options.model_cache,
         )
         for student, notebooks in sorted(students.items())
         for name, spec in assignment.notebooks.items()

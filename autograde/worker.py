@@ -5,7 +5,8 @@ the only writer of the gradebook and the CSVs."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nbformat
@@ -84,6 +85,8 @@ class GradeJob:
     limits: Limits = field(default_factory=Limits)
     kernel_env: dict[str, str] = field(default_factory=dict)  # e.g. the model cache's location
     rejected: str = ""  # why the submitted file was refused at intake (then ``path`` is None)
+    model_cache: bool = False  # point the kernel at this machine's dequantised generator
+    notebook: dict | None = None  # the submission itself, read by the parent (a remote worker has no path)
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -112,7 +115,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     try:
         if job.rejected:
             raise UnreadableSubmission(job.rejected)
-        submission = read_notebook_safely(job.path)
+        submission = nbformat.from_dict(job.notebook) if job.notebook is not None else read_notebook_safely(job.path)
     except UnreadableSubmission as exc:
         result.status = "unreadable"
         result.message = f"not a readable notebook: {exc.reason}"
@@ -128,6 +131,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         timeout_s=min(DEFAULT_SCAN_SECONDS, job.notebook_timeout / 4))
     result.flags += scan_flags
     notebook_timeout = max(job.notebook_timeout - scan_s, 1.0)
+    limits, kernel_env = job_environment(job)
     nonce = integrity.new_nonce()
     checkpoints = checkpoint_runner(spec)
     in_kernel_ids = {c.grade_id for c in spec.graded_cells if not c.solution} - set(checkpoints.declarations)
@@ -138,8 +142,8 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         cell_timeout=job.cell_timeout,
         notebook_timeout=notebook_timeout,
         allow_errors=True,
-        limits=job.limits,
-        extra_env=job.kernel_env,
+        limits=limits,
+        extra_env=kernel_env,
         checkpoints=checkpoints,
     )
     if job.limits.sandbox and execution.sandbox_mode != "isolated":
@@ -177,6 +181,23 @@ def _is_student_cell(cell) -> bool:
 def _reached_last_student_cell(executed) -> bool:
     code = [c for c in executed.cells if c.cell_type == "code" and integrity.INJECTED not in c.metadata]
     return bool(code) and code[-1].get("execution_count") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_model_cache():
+    from autograde.modelcache import prepare
+
+    return prepare()
+
+
+def job_environment(job: GradeJob) -> tuple[Limits, dict[str, str]]:
+    """The limits and kernel environment of one job on this machine: the model cache is
+    this machine's (a Dask worker elsewhere builds its own once)."""
+    if not job.model_cache:
+        return job.limits, dict(job.kernel_env)
+    cache = _machine_model_cache()
+    limits = replace(job.limits, ro_paths=[*job.limits.ro_paths, *cache.paths])
+    return limits, {**cache.env, **job.kernel_env}
 
 
 def checkpoint_runner(spec: NotebookSpec) -> CheckpointRunner:
