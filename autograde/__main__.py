@@ -41,7 +41,7 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m autograde", description=__doc__)
+    parser = argparse.ArgumentParser(prog="autograde", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     rel = verbs.add_parser("release", help="generate the student notebooks, verified leak-free")

@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import time
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -139,9 +140,11 @@ def _run_local(pending: dict[int, GradeJob], workers: int, finish) -> None:
 def _with_feedback(result: NotebookResult, job: GradeJob) -> NotebookResult:
     """Render the feedback page here, in the parent, while the workers run the next notebooks."""
     if result.executed is not None:
+        started = time.perf_counter()
         executed = nbformat.from_dict(result.executed)
         result.feedback_path = str(write_feedback(executed, job.spec, result, job.feedback_dir))
         result.executed = None
+        result.phases["reports"] = round(time.perf_counter() - started, 3)
     return result
 
 

@@ -717,6 +717,7 @@ def _run_isolated(args: argparse.Namespace, command: list[str], run_dir: Path) -
         for fd in data_fds.values():
             os.close(fd)
         _forward_signals(proc, info)
+        _die_with_grader(proc)
         bwrap_info = _read_bwrap_info(info_r)
         child = bwrap_info.get("child-pid")
         if child:
@@ -756,6 +757,22 @@ def _enter_netns(pid: int) -> None:
             raise OSError(ctypes.get_errno(), "setns")
     finally:
         os.close(fd)
+
+
+def _die_with_grader(proc: subprocess.Popen, poll_s: float = 0.5) -> None:
+    """If the grader process that started this launcher dies (a killed Dask worker, an OOM-killed
+    pool worker), take the sandbox down with it instead of leaving it orphaned."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while proc.poll() is None:
+            if os.getppid() != parent:
+                with contextlib.suppress(OSError):
+                    proc.kill()  # bwrap: --die-with-parent takes the sandbox's init, and so everything, down
+                return
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="autograde-orphan-watch", daemon=True).start()
 
 
 def _forward_signals(proc: subprocess.Popen, info: SandboxInfo) -> None:

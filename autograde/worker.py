@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import determine_grade
 
-from autograde import integrity
+from autograde import integrity, phases
 from autograde.assignment import NotebookSpec
 from autograde.collect import CheckpointRunner, Outcome, resolve_declaration
 from autograde.limits import DEFAULT_SCAN_SECONDS
@@ -66,6 +66,7 @@ class NotebookResult:
     execution_s: float = 0.0  # time inside the kernel, kernel start excluded
     kernel_start_s: float = 0.0
     reached_last_cell: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # seconds by phase (autograde/phases.py)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -165,6 +166,9 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
             result.message = (f"cell {numbers} of the notebook (counting from 1) ran longer than "
                               f"{job.cell_timeout:g} s and was interrupted; the cells after it still ran")
     result.checkpoints = score_cells(execution.notebook, spec, nonce, checkpoints.outcomes)
+    result.phases = phases.breakdown(
+        execution.notebook, {c.grade_id for c in spec.graded_cells if not c.solution},
+        sum(o.seconds for o in checkpoints.outcomes.values()), execution.kernel_start_s, scan_s)
     result.score = sum(c.score for c in result.checkpoints)
     if job.note:
         result.message = "; ".join(m for m in (result.message, job.note) if m)

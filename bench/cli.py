@@ -22,7 +22,7 @@ from bench.figures import expressions_for
 from bench.mini import write_mini_source
 from bench.report import median_figures, median_or_none, print_table, write_json
 
-SECTIONS = ("notebooks", "grading", "scaling")
+SECTIONS = ("notebooks", "grading", "scaling", "classscale")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GRADED_NOTEBOOK = "colab_a_fastapi"
 
@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "at least one repeat always runs)")
     parser.add_argument("--submissions", type=int, help="submissions for the throughput section (default 20)")
     parser.add_argument("--scaling", help="comma-separated batch sizes (default 10,20,40; quick 1,2)")
+    parser.add_argument("--class-sizes", help="comma-separated class sizes of the class-scale section "
+                                              "(default 6,12,24; quick 2)")
+    parser.add_argument("--dask-size", type=int, help="class size graded again on a local Dask cluster "
+                                                      "(default 12; quick: none)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="workers of the parallel grading runs (default: number of cores)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     n_submissions = args.submissions or (2 if args.quick else 20)
     sizes = [int(x) for x in (args.scaling or ("1,2" if args.quick else "10,20,40")).split(",") if x.strip()]
+    class_sizes = [int(x) for x in (args.class_sizes or ("2" if args.quick else "6,12,24")).split(",") if x.strip()]
+    dask_size = args.dask_size if args.dask_size is not None else (None if args.quick else 12)
     if repeat < 1 or n_submissions < 1 or args.workers < 1 or not sizes or min(sizes) < 1:
         print("error: --repeat, --submissions, --workers and --scaling sizes must be positive", file=sys.stderr)
         return 2
@@ -100,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
                     "load_at_start": _load()},
         "params": {"repeat": repeat, "notebook_budget_s": args.notebook_budget, "submissions": n_submissions, "scaling": sizes, "workers": args.workers,
                    "sections": sections, "notebooks": [p.stem for p in notebooks],
-                   "graded_notebook": graded.stem},
+                   "graded_notebook": graded.stem, "class_sizes": class_sizes, "dask_size": dask_size},
         "method": METHOD,
-        "notebooks": None, "figures": None, "grading": None, "scaling": None,
+        "notebooks": None, "figures": None, "grading": None, "scaling": None, "classscale": None,
     }
     console = Console()
     started = time.perf_counter()
     total = (len(notebooks) * repeat * 2 if "notebooks" in sections else 0) \
-        + (3 if "grading" in sections else 0) + (len(sizes) if "scaling" in sections else 0)
+        + (3 if "grading" in sections else 0) + (len(sizes) if "scaling" in sections else 0) \
+        + (len(class_sizes) + bool(dask_size) if "classscale" in sections else 0)
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     try:
@@ -138,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                      describe, step)
                     if "scaling" in sections:
                         results["scaling"] = _scaling(grading, sizes, args.workers, grading_batch, describe, step)
+            if "classscale" in sections:
+                from bench.classscale import measure
+
+                results["classscale"] = measure(notebooks, class_sizes, args.workers, scratch / "classscale",
+                                                describe, step, dask_size=dask_size)
             describe("done")
     finally:
         if args.scratch is None:
@@ -245,6 +257,12 @@ METHOD = {
                "execution_s) / N.",
     "scaling": "grade() with --workers workers over 10, 20, 40 copies of the same submission (the 20 point is the "
                "grading section's parallel run when the sizes match); least-squares line wall = a + b*n.",
+    "classscale": "A class of N students (perfect, blank, partial, perfect, hostile, right code with wrong "
+                  "predictions, cycling), each handing in every notebook, graded by autograde.grade.grade() with "
+                  "the sandbox on and --workers workers; wall time of the whole call, seconds per student, a "
+                  "least-squares line over the sizes projected to 100 students, the per-phase seconds summed "
+                  "from results.json (autograde/phases.py), and the same class of --dask-size students on a "
+                  "local Dask cluster of --workers processes.",
     "figures": "Read from the JSON printed by the appended cell of each headless run (see notebooks); numeric "
                "figures are medians over repeats.",
 }

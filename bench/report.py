@@ -123,6 +123,13 @@ def build_table(results: dict) -> Table:
                           f"a = {fit['intercept_s']:.1f} s, b = {fit['slope_s_per_submission']:.2f} s, "
                           f"R² = {fit['r2']:.3f}", "linear")
 
+    classscale = results.get("classscale")
+    if classscale:
+        from bench.classscale import table_rows
+
+        for measure, value, goal in table_rows(classscale):
+            add_row("3b class scale", measure, value, goal)
+
     for name, figures in (results.get("figures") or {}).items():
         for key, text in _figure_rows(name, figures):
             add_row("4 lesson", f"{name}: {key}", text, "")

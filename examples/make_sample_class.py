@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 import nbformat  # noqa: E402
 from nbformat.v4 import new_code_cell  # noqa: E402

@@ -43,7 +43,8 @@ def quick_results(tmp_path_factory) -> dict:
 def test_quick_run_writes_every_section(quick_results):
     r = quick_results
     assert r["quick"] is True
-    for key in ("date", "machine", "params", "method", "notebooks", "figures", "grading", "scaling", "duration_s"):
+    for key in ("date", "machine", "params", "method", "notebooks", "figures", "grading", "scaling", "classscale",
+                "duration_s"):
         assert key in r, key
     (name,) = r["notebooks"]
     nb = r["notebooks"][name]
@@ -63,6 +64,18 @@ def test_quick_run_grades_every_copy_to_full_marks_with_both_graders(quick_resul
     assert all(_positive(x) for x in g["autograde_w1"]["execution_s"])
     assert _positive(g["ratio_w1_vs_nbgrader"]) and _positive(g["ratio_parallel_vs_nbgrader"])
     assert _positive(g["overhead_in_worker_s"])
+
+
+def test_quick_run_class_scale_grades_a_mixed_class_with_phases(quick_results):
+    data = quick_results["classscale"]
+    (point,) = data["points"]
+    assert point["students"] == 2 and point["statuses"] == {"graded": 2}  # a perfect and a blank student
+    (notebook,) = point["notebooks"].values()
+    assert notebook["executions"] == 2
+    phases = notebook["phases_s"]
+    assert set(phases) == {"kernel_start", "scan", "imports", "model_loads", "student_cells", "hidden_checks",
+                           "reports"}
+    assert _positive(phases["kernel_start"]) and _positive(phases["student_cells"]) and _positive(phases["reports"])
 
 
 def test_quick_run_scaling_and_figures(quick_results):

@@ -31,9 +31,8 @@ import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tools"))
 
-import notebook_artifacts  # noqa: E402
+from tools import notebook_artifacts  # noqa: E402
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import stray_processes
 from toy import CORRECT, WRONG, submission_from
 
 from autograde.grade import GradeOptions, grade
@@ -84,6 +85,9 @@ def _rows(out: Path, name: str) -> list[dict]:
 
 def test_a_killed_worker_costs_nothing_and_the_csv_equals_a_local_run(cluster, tmp_path, toy_release, toy_sources):
     client, workers = cluster
+    import psutil
+
+    before = {p.pid for p in psutil.process_iter()}
     submissions = tmp_path / "class"
     for student, exercise in STUDENTS.items():
         (submissions / student).mkdir(parents=True)
@@ -104,3 +108,5 @@ def test_a_killed_worker_costs_nothing_and_the_csv_equals_a_local_run(cluster, t
     for name in ("grades.csv", "checkpoints.csv"):
         assert _rows(tmp_path / "dask", name) == _rows(tmp_path / "local", name), name
     assert all(r.status == "graded" for r in on_dask)
+    # The killed worker's kernel was orphaned: its sandbox noticed and went down with it.
+    _wait_for(lambda: not stray_processes(before), 15, f"orphaned sandboxes: {stray_processes(before)}")

@@ -77,10 +77,8 @@ def release_dir(tmp_path_factory) -> Path:
 def answered_dir(release_dir, tmp_path_factory) -> Path:
     """The release with every exercise answered by the instructor's solution (as
     examples/make_sample_class.py does for alice_perfect)."""
-    sys.path.insert(0, str(REPO_ROOT / "examples"))
-    from make_sample_class import _answered, _solutions
-
     from autograde.assignment import source_notebooks
+    from examples.make_sample_class import _answered, _solutions
 
     out = tmp_path_factory.mktemp("colab_answered")
     for source in source_notebooks():

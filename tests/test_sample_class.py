@@ -3,13 +3,11 @@ current sources, and grading it gives each student the outcome the README promis
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "examples"))
 
-import make_sample_class  # noqa: E402
+from examples import make_sample_class  # noqa: E402
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

@@ -27,9 +27,8 @@ import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tools"))
 
-import notebook_artifacts  # noqa: E402
+from tools import notebook_artifacts  # noqa: E402
 
 DEPLOY = REPO_ROOT / "deploy" / "credit-api"
 DOCKERFILE = DEPLOY / "Dockerfile"

@@ -21,12 +21,11 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import nbformat
 
-import nbformat  # noqa: E402
-
-from autograde.runner import execute_notebook  # noqa: E402
+# The Colab-pinned venv does not install this package: the caller puts the repository on
+# PYTHONPATH (tests/test_colab_env.py does).
+from autograde.runner import execute_notebook
 
 VERSIONED = ["torch", "transformers", "sentence-transformers", "scikit-learn", "fastapi", "pydantic",
              "uvicorn", "numpy", "pandas", "ipykernel", "ipython", "jupyter_client", "nbclient",

@@ -13,12 +13,9 @@ import argparse
 import atexit
 import functools
 import shutil
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 # What each notebook leaves in its working folder that ships.
