@@ -79,10 +79,10 @@ def build_class(sources: list[Path], n: int, folder: Path) -> Path:
     return folder
 
 
-def grade_class(folder: Path, out: Path, workers: int, scheduler: str | None = None) -> dict:
+def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, scheduler: str | None = None) -> dict:
     started = time.perf_counter()
     results = grade(folder, out, GradeOptions(workers=workers, limits=Limits(sandbox=True), scheduler=scheduler),
-                    force=True)
+                    sources=sources, force=True)
     wall = time.perf_counter() - started
     students = len({r.student for r in results})
     phases: dict[str, dict[str, float]] = {}
@@ -122,7 +122,7 @@ def measure(sources: list[Path], sizes: list[int], workers: int, scratch: Path, 
         if describe:
             describe(f"class scale: {n} students x {len(sources)} notebooks, {workers} workers")
         folder = build_class(sources, n, scratch / f"class-{n}")
-        points.append(grade_class(folder, scratch / f"results-{n}", workers))
+        points.append(grade_class(folder, scratch / f"results-{n}", sources, workers))
         if step:
             step()
     data: dict = {"workers": workers, "kinds": list(KINDS), "points": points, "fit": None, "dask": None}
@@ -138,7 +138,7 @@ def measure(sources: list[Path], sizes: list[int], workers: int, scratch: Path, 
         folder = scratch / f"class-{dask_size}"
         if not folder.exists():
             build_class(sources, dask_size, folder)
-        on_dask = grade_class(folder, scratch / "results-dask", workers, scheduler="local")
+        on_dask = grade_class(folder, scratch / "results-dask", sources, workers, scheduler="local")
         local = next((p for p in points if p["students"] == dask_size), None)
         data["dask"] = {**on_dask, "vs_local": round(on_dask["wall_s"] / local["wall_s"], 3) if local else None}
         if step:
