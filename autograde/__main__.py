@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     strip = verbs.add_parser("strip", help="clear outputs and execution counts in place")
     strip.add_argument("paths", nargs="+", type=Path)
     strip.add_argument("--check", action="store_true", help="only report; exit 1 if any is not clean")
+
+    from autograde import export
+
+    export.add_verbs(verbs)
     return parser
 
 
@@ -87,6 +91,11 @@ def _run(args, console: Console) -> int:
         for path in release(args.out, source_notebooks(args.notebooks), repo=args.repo or DEFAULT_COLAB_REPO):
             console.print(f"released {path} (leak check passed)")
         return 0
+
+    if args.verb in ("export", "gradescope-bundle"):
+        from autograde.export import run_verb
+
+        return run_verb(args, console)
 
     if args.verb == "strip":
         import nbformat
