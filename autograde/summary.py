@@ -1,15 +1,18 @@
 """RESULTS/summary.html: the class at a glance for the instructor: score distribution per
-notebook, pass rate per checkpoint, statuses and flags. One self-contained page, no scripts:
+notebook, pass rate per checkpoint with its most common failures and how many predictions
+were right, time per notebook and per student, statuses and flags; RESULTS/analytics.csv
+holds the same numbers. One self-contained page, no scripts:
 everything a submission controls (folder name, message, flags) is escaped and length-capped,
 and a Content-Security-Policy forbids scripts and network requests should anything slip."""
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from autograde.safe_output import quote_student_text
+from autograde.safe_output import csv_cell, quote_student_text
 from autograde.worker import NotebookResult
 
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -64,21 +67,26 @@ def render(results: list[NotebookResult]) -> str:
         parts.append(f"<h2>{quote_student_text(notebook, 120)}</h2>")
         parts.append(f"<p>Score distribution of the {len(handed_in)} handed-in notebook(s) (out of {max_score:g}):</p>")
         parts.append(_histogram([r.score for r in handed_in], max_score))
-        parts.append("<table><tr><th>checkpoint</th><th>points</th><th>passed</th><th></th></tr>")
-        checkpoint_ids = [c.grade_id for c in rows[0].checkpoints]
-        for grade_id in checkpoint_ids:
-            outcomes = [c for r in handed_in for c in r.checkpoints if c.grade_id == grade_id]
-            passed = sum(c.passed for c in outcomes)
-            share = passed / len(outcomes) if outcomes else 0.0
-            points = outcomes[0].max_score if outcomes else 0
+        durations = sorted(r.duration_s for r in handed_in if r.duration_s)
+        if durations:
+            parts.append(f"<p>Time per notebook: median {durations[len(durations) // 2]:.0f} s, "
+                         f"longest {durations[-1]:.0f} s.</p>")
+        parts.append("<table><tr><th>checkpoint</th><th>points</th><th>passed</th><th></th>"
+                     "<th>predictions right</th><th>most common failures</th></tr>")
+        for stats in checkpoint_stats(handed_in):
+            share = stats["pass_rate"] or 0.0
+            failures = "<br>".join(f"{n}× {quote_student_text(m, 140)}" for m, n in stats["failures"])
+            predictions = (f"{stats['predictions_right']} / {stats['handed_in']}" if stats["prediction_max"] else "–")
             parts.append(
-                f"<tr><td><code>{quote_student_text(grade_id, 80)}</code></td><td>{points:g}</td>"
-                f"<td>{passed} / {len(outcomes)}</td><td><span class='bar' style='width:{160 * share:.0f}px'></span>"
-                f"<span class='bar fail' style='width:{160 * (1 - share) if outcomes else 0:.0f}px'></span></td></tr>"
+                f"<tr><td><code>{quote_student_text(stats['checkpoint'], 80)}</code></td><td>{stats['points']:g}</td>"
+                f"<td>{stats['passed']} / {stats['handed_in']}</td>"
+                f"<td><span class='bar' style='width:{160 * share:.0f}px'></span>"
+                f"<span class='bar fail' style='width:{160 * (1 - share) if stats['handed_in'] else 0:.0f}px'>"
+                f"</span></td><td>{predictions}</td><td>{failures}</td></tr>"
             )
         parts.append("</table>")
     parts.append("<h2>Students</h2><table><tr><th>student</th><th>notebook</th><th>score</th><th>status</th>"
-                 "<th>flags</th><th>message</th></tr>")
+                 "<th>time</th><th>flags</th><th>message</th></tr>")
     for r in sorted(results, key=lambda r: (r.student, r.notebook)):
         flags = " ".join(f"<span class='flag'>{quote_student_text(f, 80)}</span>" for f in r.flags[:MAX_FLAGS_SHOWN])
         if len(r.flags) > MAX_FLAGS_SHOWN:
@@ -87,10 +95,65 @@ def render(results: list[NotebookResult]) -> str:
         parts.append(
             f"<tr><td>{quote_student_text(r.student, 80)}</td><td>{quote_student_text(r.notebook, 80)}</td>"
             f"<td>{r.score:g} / {r.max_score:g}</td><td class='status-{_css_name(r.status)}'>{status}</td>"
-            f"<td>{flags}</td><td>{quote_student_text(r.message, 160)}</td></tr>"
+            f"<td>{r.duration_s:.0f} s</td><td>{flags}</td><td>{quote_student_text(r.message, 160)}</td></tr>"
         )
     parts.append("</table>")
     return "\n".join(parts)
+
+
+def checkpoint_stats(handed_in: list[NotebookResult], top: int = 3) -> list[dict]:
+    """Per checkpoint of one notebook: how many passed, how many predictions were right, and
+    the most common failure messages (the judge's words, so they group well)."""
+    order = list(dict.fromkeys(c.grade_id for r in handed_in for c in r.checkpoints))
+    stats = []
+    for grade_id in order:
+        outcomes = [c for r in handed_in for c in r.checkpoints if c.grade_id == grade_id]
+        failures = Counter(_first_clause(c.message) for c in outcomes if not c.passed and c.message)
+        stats.append({
+            "checkpoint": grade_id,
+            "points": outcomes[0].max_score if outcomes else 0.0,
+            "handed_in": len(outcomes),
+            "passed": sum(c.passed for c in outcomes),
+            "pass_rate": round(sum(c.passed for c in outcomes) / len(outcomes), 3) if outcomes else None,
+            "prediction_max": outcomes[0].prediction_max if outcomes else 0.0,
+            "predictions_right": sum(c.prediction_score >= c.prediction_max > 0 for c in outcomes),
+            "failures": failures.most_common(top),
+        })
+    return stats
+
+
+def _first_clause(message: str) -> str:
+    """A failure message without its prediction part, so behaviour failures group together."""
+    return message.split("; prediction:")[0].strip() or message.strip()
+
+
+def write_analytics(out: Path, results: list[NotebookResult]) -> Path:
+    """RESULTS/analytics.csv, the summary's numbers for the instructor's own analysis: one
+    row per checkpoint (kind=checkpoint) and one per handed-in notebook (kind=submission)."""
+    columns = ["kind", "notebook", "checkpoint", "student", "points", "handed_in", "passed", "pass_rate",
+               "predictions_right", "top_failure", "top_failure_count", "score", "max_score", "status",
+               "duration_s", "execution_s"]
+    by_notebook: dict[str, list[NotebookResult]] = defaultdict(list)
+    for r in results:
+        if r.status != "missing":
+            by_notebook[r.notebook].append(r)
+    target = Path(out) / "analytics.csv"
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for notebook, rows in sorted(by_notebook.items()):
+            for stats in checkpoint_stats(rows, top=1):
+                message, count = stats["failures"][0] if stats["failures"] else ("", 0)
+                writer.writerow({"kind": "checkpoint", "notebook": notebook, "checkpoint": stats["checkpoint"],
+                                 "points": f"{stats['points']:g}", "handed_in": stats["handed_in"],
+                                 "passed": stats["passed"], "pass_rate": stats["pass_rate"],
+                                 "predictions_right": stats["predictions_right"],
+                                 "top_failure": csv_cell(message), "top_failure_count": count})
+            for r in sorted(rows, key=lambda r: r.student):
+                writer.writerow({"kind": "submission", "notebook": notebook, "student": csv_cell(r.student),
+                                 "score": f"{r.score:g}", "max_score": f"{r.max_score:g}", "status": r.status,
+                                 "duration_s": round(r.duration_s, 2), "execution_s": round(r.execution_s, 2)})
+    return target
 
 
 def _css_name(text: str) -> str:
@@ -100,4 +163,5 @@ def _css_name(text: str) -> str:
 def write_summary(out: Path, results: list[NotebookResult]) -> Path:
     target = Path(out) / "summary.html"
     target.write_text(render(results), encoding="utf-8")
+    write_analytics(out, results)
     return target
