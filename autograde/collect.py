@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import importlib
 import json
 import os
 import random
@@ -312,7 +313,7 @@ def list_regular_files(root: Path, folder: str = ".", limit: int = 2000) -> list
 
 
 def run_probe_process(script: str, payload, *, run_dir: Path, limits: Limits, timeout: float,
-                      writable: bool = False) -> object:
+                      writable: bool = False, extra_env: dict[str, str] | None = None) -> object:
     """A grader probe over the run folder, in a fresh sandbox when the kernel had one."""
     path = PROBES_DIR / f"{script}.py"
     if not path.is_file():
@@ -320,7 +321,8 @@ def run_probe_process(script: str, payload, *, run_dir: Path, limits: Limits, ti
     argv = [sys.executable, "-I", str(path)]
     env = {"HOME": str(run_dir), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
-           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONDONTWRITEBYTECODE": "1"}
+           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONDONTWRITEBYTECODE": "1",
+           **(extra_env or {})}
     try:
         from autograde import sandbox
 
@@ -357,8 +359,10 @@ class _Served:
 class KernelSession:
     """``checkpoints.interface.Session`` over a live kernel (see that module for the contract)."""
 
-    def __init__(self, access: KernelAccess, seed: int | None = None, budget_s: float = 180.0) -> None:
+    def __init__(self, access: KernelAccess, seed: int | None = None, budget_s: float = 180.0,
+                 env: dict[str, str] | None = None) -> None:
         self._access = access
+        self._env = dict(env or {})
         self.rng = random.Random(seed if seed is not None else secrets.randbits(64))
         self.kernel_alive = True
         self._deadline = time.monotonic() + budget_s
@@ -430,7 +434,7 @@ class KernelSession:
 
     def probe(self, script: str, payload, timeout: float = 120.0, writable: bool = False):
         return run_probe_process(script, payload, run_dir=self._access.run_dir, limits=self._access.limits,
-                                 timeout=min(timeout, self._remaining()), writable=writable)
+                                 timeout=min(timeout, self._remaining()), writable=writable, extra_env=self._env)
 
 
 # --------------------------------------------------------------------------- running a checkpoint
@@ -485,6 +489,19 @@ def resolve_declaration(grade_id: str, hidden_source: str) -> Checkpoint | None:
     return declared[grade_id]
 
 
+def module_kernel_env(hidden_sources: list[str]) -> dict[str, str]:
+    """What the checkpoint modules these hidden cells name ask of every graded kernel and probe
+    (``KERNEL_ENV``): a notebook's knobs that only save grading time, e.g. a shorter simulated
+    wait. Grading never depends on them for a verdict."""
+    env: dict[str, str] = {}
+    for source in hidden_sources:
+        module = marker_module(source)
+        if module:
+            declared = getattr(importlib.import_module(module), "KERNEL_ENV", {})
+            env.update({str(k): str(v) for k, v in dict(declared).items()})
+    return env
+
+
 def judge_checkpoint(checkpoint: Checkpoint, points: float, session) -> Outcome:
     """Collect, then judge, in this process. Never raises for anything the student did."""
     started = time.perf_counter()
@@ -518,7 +535,8 @@ class CheckpointRunner:
 
     declarations: dict[str, tuple[Checkpoint, float]]  # grade_id -> (declaration, cell points)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    seed: int | None = None
+    seed: int | None = None  # None: fresh held-out inputs; else derived per checkpoint (reproducible regrades)
+    kernel_env: dict[str, str] = field(default_factory=dict)  # the checkpoint modules' KERNEL_ENV
 
     def handles(self, cell) -> bool:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
@@ -527,7 +545,8 @@ class CheckpointRunner:
     def __call__(self, cell, access: KernelAccess) -> list:
         grade_id = cell.metadata["nbgrader"]["grade_id"]
         checkpoint, points = self.declarations[grade_id]
-        session = KernelSession(access, seed=self.seed, budget_s=checkpoint.timeout_s)
+        seed = None if self.seed is None else (self.seed ^ int.from_bytes(grade_id.encode()[:8].ljust(8, b"\0"), "big"))
+        session = KernelSession(access, seed=seed, budget_s=checkpoint.timeout_s, env=self.kernel_env)
         outcome = judge_checkpoint(checkpoint, points, session)
         self.outcomes[grade_id] = outcome
         mark = "passed" if outcome.behaviour.passed else "not passed"

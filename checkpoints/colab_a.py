@@ -35,10 +35,14 @@ How each behaviour is observed:
   probe ``probes/colab_a_bundle.py`` verifies the manifest's sha256, unpickles the bundle in a
   fresh sandbox and answers its ``predict_proba`` for the same rows; the judge compares.
 
-cp_a_request_shape's prediction (``checkpoint_a3``, a request body) has no single right answer:
-any object with the five named numeric fields is right, which ``Prediction.accept`` cannot
-express. It is collected with the behaviour and worth ``REQUEST_SHAPE_PREDICTION_SHARE`` of the
-cell inside the judge's fraction (the same 0.25 point a ``Prediction`` would carry).
+Predictions: cp_a_load_once's (``checkpoint_a2``) is the range of the measured slowdown of
+per-request loading (median latency, wrong way / load once) with the notebook's small bundle, one of
+"a" (under 3x), "b" (3-10x), "c" (over 10x). Only "a" is accepted: on the 2-core CI machine the
+notebook printed 1.6x-1.7x in every run (idle or loaded); both latencies are Python work (unpickling
+vs HTTP + JSON + validation), so a faster or slower CPU moves them together, and 1.6x is far from
+the 3x boundary. Only the size sweep's artifacts of many MiB leave "a" (8 MiB about 3.7x, 32 MiB
+about 5.5-7x). cp_a_request_shape's (``checkpoint_a3``, a request body) has many right forms: any
+object with exactly the five named, finite numeric fields, so its ``Prediction`` has a ``check``.
 """
 
 from __future__ import annotations
@@ -63,7 +67,6 @@ BUNDLE_PROBE = "colab_a_bundle"
 LOAD_ONCE_REQUESTS = 20
 NO_SKEW_APPLICANTS = 25
 SKEW_TOLERANCE = 1e-9
-REQUEST_SHAPE_PREDICTION_SHARE = 0.25  # of the 1-point cell: what a Prediction(points=0.25) would be
 MODEL_FILE = re.compile(r"\.(joblib|pkl|pickle)(\.(gz|bz2|xz|lzma|z))?$", re.IGNORECASE)
 
 VALID_APPLICANT = {
@@ -396,28 +399,17 @@ def judge_load_once(evidence: dict) -> Verdict:
 
 
 def collect_request_shape(session) -> dict:
-    try:
-        answer, answer_error = session.value("checkpoint_a3"), None
-    except Unavailable as exc:
-        answer, answer_error = None, str(exc)
     applicant = draw_applicants(session.rng, 1)[0]
     with session.serve("app") as server:
         schema, decision = session.http(
             server, [{"method": "GET", "path": "/openapi.json", "body": None}, post(json.dumps(applicant))]
         )
-    return {"answer": answer, "answer_error": answer_error, "applicant": applicant,
-            "openapi": schema, "decision": decision}
+    return {"applicant": applicant, "openapi": schema, "decision": decision}
 
 
-def answer_shape_problem(answer: object) -> str | None:
-    """Why checkpoint_a3 is not a request body with the five named numeric fields, or None."""
-    if answer is None:
-        return "checkpoint_a3 is not set: write an example request body as a dict"
-    if type(answer) is not dict:
-        return "checkpoint_a3 should be a dict (a JSON object)"
-    if set(answer) != set(FEATURES) or not all(is_number(answer[name]) for name in FEATURES):
-        return "your example request body (checkpoint_a3) is not what the API needs"
-    return None
+def is_request_body(answer: object) -> bool:
+    """checkpoint_a3's check: an object with exactly the five named fields, each a finite number."""
+    return type(answer) is dict and set(answer) == set(FEATURES) and all(is_number(answer[n]) for n in FEATURES)
 
 
 def request_schema(openapi: object) -> dict:
@@ -470,15 +462,10 @@ def api_shape_problem(openapi_response: object, decision_response: object) -> st
 
 @robust
 def judge_request_shape(evidence: dict) -> Verdict:
-    share = REQUEST_SHAPE_PREDICTION_SHARE
-    answer_problem = answer_shape_problem(evidence["answer"]) if evidence.get("answer_error") is None else (
-        "checkpoint_a3 could not be read: " + str(evidence["answer_error"]))
     api_problem = api_shape_problem(evidence["openapi"], evidence["decision"])
-    score = (0.0 if api_problem else 1.0 - share) + (0.0 if answer_problem else share)
-    if not api_problem and not answer_problem:
-        return Verdict.ok("an object with five named numeric fields, accepted by the API")
-    parts = [p for p in (api_problem, answer_problem and f"prediction: {answer_problem}") if p]
-    return Verdict(score, "; ".join(parts))
+    if api_problem:
+        return Verdict.fail(api_problem)
+    return Verdict.ok("the API's request body is an object with five named numeric fields, and it answers one")
 
 
 # ---------------------------------------------------------------------------------------
@@ -685,14 +672,15 @@ CHECKPOINTS = [
     ),
     Checkpoint(
         "cp_a_load_once", collect_load_once, judge_load_once,
-        prediction=Prediction("checkpoint_a2", accept=[[LOAD_ONCE_REQUESTS, 0]], points=0.5,
-                              hint="(loads by the wrong-way server, loads by the load-once server)"),
+        prediction=Prediction("checkpoint_a2", accept=["a"], points=0.5,
+                              hint='"a", "b" or "c": the range of the median-latency ratio the notebook printed'),
         description="model loads while serving, counted from outside: every request the wrong way, none load-once",
     ),
     Checkpoint(
         "cp_a_request_shape", collect_request_shape, judge_request_shape,
-        description="the request body is an object with the five named numeric fields, and the API's schema says so "
-                    f"(the prediction checkpoint_a3 is {REQUEST_SHAPE_PREDICTION_SHARE:g} of the cell, in the judge)",
+        prediction=Prediction("checkpoint_a3", points=0.25, check=is_request_body,
+                              hint="a dict with every field the API needs, each a number, and nothing else"),
+        description="the API's request body is an object with the five named numeric fields, and its schema says so",
     ),
     Checkpoint(
         "cp_a_negative_income", collect_validation, judge_validation,

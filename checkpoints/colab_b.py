@@ -19,6 +19,10 @@ The contract the notebook documents for the apps:
   ticker (key ``"ticker"``);
 - the cluster table is an ``st.dataframe`` (or ``st.table``) with ``ticker`` and ``cluster``
   columns, one row per ticker (30 tickers).
+
+The notebook's apps get the table through ``fetch_returns``, a simulated market-data API that
+waits ``MARKET_API_SECONDS`` (0.6 s) and then calls ``pandas.read_csv``: a load stays one
+observable ``read_csv`` call, and the wait only makes the uncached app's reruns slower.
 """
 
 from __future__ import annotations
@@ -459,21 +463,38 @@ def judge_space(evidence: dict) -> Verdict:
 
 
 # ---------------------------------------------------------------- predictions and declarations
+# How much faster a median rerun of the cached app is than one of app_slow.py, as the
+# notebook's choices: A under 1.5x, B 1.5x-3x, C 3x-30x, D over 30x. An uncached rerun pays
+# the simulated API wait (0.6 s), a K-Means fit and the drawing of one small chart; the median
+# cached rerun (4 of the 7 ask nothing new) pays the drawing and Streamlit's bookkeeping only:
+# ratio = (600 ms + fit + draw) / draw. Measured here (2 shared cores): ~700 vs ~110 ms, about
+# 6.4x. C holds for any machine whose cached rerun takes between ~25 ms (D: not reachable with
+# a matplotlib chart) and ~300 ms (B: a CPU three times slower than this one), Colab's included.
+SPEEDUP_CHOICE = "C"
+
+
 def prediction_truths() -> dict:
     """The predictions' truths, derived from the notebook's scripted session where they can be:
-    checkpoint_b1 = (fits by app_slow.py, fits by the cached app.py) over that session."""
+    checkpoint_b1 = (fits by app_slow.py, fits by the cached app.py, the speed-up's choice)
+    over that session."""
     seen = set(expected_ks([a for a in NOTEBOOK_SESSION if a[0] == "k"]))
-    return {"checkpoint_b1": [len(NOTEBOOK_SESSION) + 1, len(seen)], "checkpoint_b2": "B",
+    return {"checkpoint_b1": [len(NOTEBOOK_SESSION) + 1, len(seen), SPEEDUP_CHOICE], "checkpoint_b2": "B",
             "checkpoint_b3": "matplotlib"}
 
 
 TRUTHS = prediction_truths()
 
+# Grading runs shorten the notebook's simulated market-data wait (0.6 s a call in class): the
+# caching lesson's figures shrink, no verdict depends on them, and each execution saves ~25 s.
+KERNEL_ENV = {"MARKET_API_SECONDS": "0.05"}
+
+
 CHECKPOINTS = [
     Checkpoint(
         id="cp_b_caching", collect=collect_caching, judge=judge_caching,
         prediction=Prediction("checkpoint_b1", accept=[TRUTHS["checkpoint_b1"]], points=0.5,
-                              hint="count the reruns in the scripted session and the distinct values k takes"),
+                              hint="count the reruns and the distinct values k takes; a cached rerun still draws the chart, "
+                                   "an uncached one also waits for the API and fits"),
         description="app_slow.py refits on every rerun; app.py loads once and fits once per distinct k",
         timeout_s=180.0,
     ),

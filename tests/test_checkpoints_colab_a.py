@@ -51,10 +51,10 @@ DECLARED = {checkpoint.id: checkpoint for checkpoint in CHECKPOINTS}
 
 # The notebook's cells this module executes, found by a line they contain (or their grade_id).
 NEEDED_CELLS = [
-    "import hashlib", "FEATURES = [", "X = applicants[FEATURES]", "def file_sha256", "MODEL_VERSION = ",
+    "import hashlib", "def answer_fingerprint", "FEATURES = [", "X = applicants[FEATURES]", "def file_sha256", "MODEL_VERSION = ",
     "class ArtifactRefused", "a_ex_verified_loader", "running_servers = {}", "APPROVAL_THRESHOLD = ",
     "class FirstDraftApplicant", "a_ex_load_once", "a_ex_request_model", "LOG_PATH = Path",
-    "a_answer_1", "a_answer_2", "a_answer_3", "a_answer_4", "a_answer_5",
+    "answer_a1", "answer_a2", "answer_a3", "answer_a4", "answer_a5",
 ]
 
 
@@ -118,7 +118,8 @@ def test_every_hidden_cell_names_this_module():
 
 
 @pytest.mark.parametrize("checkpoint_id, wrong", [
-    ("cp_a_tamper", True), ("cp_a_load_once", [20, 20]), ("cp_a_negative_income", 200), ("cp_a_no_skew", 3),
+    ("cp_a_tamper", True), ("cp_a_load_once", "c"), ("cp_a_request_shape", [62000, 0.28, 710, 6, 18000]),
+    ("cp_a_negative_income", 200), ("cp_a_no_skew", 3),
 ])
 def test_prediction_accepts_the_solution_and_refuses_a_wrong_answer(ns, run_dir, checkpoint_id, wrong):
     prediction = DECLARED[checkpoint_id].prediction
@@ -128,15 +129,49 @@ def test_prediction_accepts_the_solution_and_refuses_a_wrong_answer(ns, run_dir,
     assert not prediction.judge(None).passed
 
 
-def test_load_once_prediction_reads_the_tuple_as_the_grader_does(ns, run_dir):
-    assert session_over(ns, run_dir).value("checkpoint_a2") == [LOAD_ONCE_REQUESTS, 0]
-    assert not DECLARED["cp_a_load_once"].prediction.judge([True, 0]).passed
+def test_load_once_prediction_is_a_range_letter_in_any_case():
+    prediction = DECLARED["cp_a_load_once"].prediction
+    for right in ("a", " A ", "A"):
+        assert prediction.judge(right).passed, right
+    for wrong in ("b", "c", "a or b", [20, 0], 1.6, "under 3x"):
+        assert not prediction.judge(wrong).passed, wrong
+
+
+def test_request_shape_prediction_has_many_right_forms():
+    prediction = DECLARED["cp_a_request_shape"].prediction
+    assert prediction.check is not None and not prediction.accept
+    integers = {"income": 250000, "debt_ratio": 1, "credit_score": 850, "employment_years": 35, "loan_amount": 400000}
+    for right in (dict(colab_a.VALID_APPLICANT), integers, {name: 0.0 for name in reversed(FEATURES)}):
+        assert prediction.judge(right).passed, right
+
+
+@pytest.mark.parametrize("answer", [
+    None, [62000, 0.28, 710, 6, 18000], {"income": 62000}, "a dict", 5,
+    {**colab_a.VALID_APPLICANT, "income": "62000"}, {**colab_a.VALID_APPLICANT, "zip": 1},
+    {**colab_a.VALID_APPLICANT, "debt_ratio": True}, {**colab_a.VALID_APPLICANT, "credit_score": float("nan")},
+    {**colab_a.VALID_APPLICANT, "loan_amount": float("inf")}, {**colab_a.VALID_APPLICANT, "income": None},
+])
+def test_request_shape_prediction_refuses_wrong_bodies(answer):
+    assert not DECLARED["cp_a_request_shape"].prediction.judge(answer).passed
 
 
 def test_prediction_points_are_small():
     points = {c.id: c.prediction.points for c in CHECKPOINTS if c.prediction}
-    assert points == {"cp_a_tamper": 0.5, "cp_a_load_once": 0.5, "cp_a_negative_income": 0.5, "cp_a_no_skew": 0.5}
-    assert DECLARED["cp_a_request_shape"].prediction is None  # scored inside its judge, see the module docstring
+    assert points == {"cp_a_tamper": 0.5, "cp_a_load_once": 0.5, "cp_a_request_shape": 0.25,
+                      "cp_a_negative_income": 0.5, "cp_a_no_skew": 0.5}
+
+
+def test_self_check_digests_match_the_accepted_answers(ns):
+    """Each visible self-check compares with the sha256 of an answer the grader accepts."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    checks = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+              if c.metadata.get("nbgrader", {}).get("grade_id", "").startswith("selfcheck_")}
+    assert set(checks) == {f"selfcheck_a{n}" for n in range(1, 6)}
+    for checkpoint in CHECKPOINTS:
+        prediction = checkpoint.prediction
+        solution = ns[prediction.variable]
+        assert prediction.judge(json.loads(json.dumps(solution))).passed, prediction.variable
+        assert ns["answer_fingerprint"](solution) in checks["selfcheck_" + prediction.variable.split("_")[1]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,17 +377,17 @@ def test_collect_load_once_without_fast_app(ns, run_dir):
 
 
 # ---------------------------------------------------------------------------------------
-# cp_a_request_shape (its prediction is scored inside the judge)
+# cp_a_request_shape (its prediction, checkpoint_a3, is a Prediction with a check)
 # ---------------------------------------------------------------------------------------
 
 
 def test_collect_request_shape_full_marks_for_the_solution(ns, run_dir):
     evidence = collect_request_shape(session_over(ns, run_dir, seed=5))
-    assert evidence["answer"] == ns["checkpoint_a3"] and evidence["openapi"]["status"] == 200
+    assert evidence["openapi"]["status"] == 200 and "answer" not in evidence
     assert evidence["applicant"] != collect_request_shape(session_over(ns, run_dir, seed=6))["applicant"]
     assert judge_request_shape(evidence).passed
     result = outcome("cp_a_request_shape", session_over(ns, run_dir))
-    assert result.score == 1.0 and result.behaviour.passed, result.behaviour.message
+    assert result.score == 1.0 and result.behaviour.passed and result.prediction.passed, result.message
 
 
 @pytest.mark.parametrize("answer", [
@@ -362,19 +397,21 @@ def test_collect_request_shape_full_marks_for_the_solution(ns, run_dir):
 ])
 def test_request_shape_wrong_prediction_keeps_the_behaviour_points(ns, run_dir, answer):
     result = outcome("cp_a_request_shape", session_over(ns, run_dir, checkpoint_a3=answer))
-    assert result.score == pytest.approx(0.75)
-    assert "prediction" in result.behaviour.message and "62000" not in result.behaviour.message
+    assert result.behaviour.passed and result.behaviour_score == pytest.approx(0.75)
+    assert not result.prediction.passed and result.score == pytest.approx(0.75)
+    assert "62000" not in result.message
 
 
 def test_request_shape_unreadable_prediction(ns, run_dir):
     result = outcome("cp_a_request_shape", session_over(ns, run_dir, checkpoint_a3={1, 2}))
-    assert result.score == pytest.approx(0.75) and "could not be read" in result.behaviour.message
+    assert result.score == pytest.approx(0.75) and "no prediction recorded" in result.prediction.message
 
 
 def test_request_shape_draft_model_keeps_only_the_prediction(ns, run_dir):
     draft = ns["add_service_routes"](ns["make_load_once_app"](ns["FirstDraftApplicant"]))
     result = outcome("cp_a_request_shape", session_over(ns, run_dir, app=draft))
-    assert result.score == pytest.approx(0.25) and "forbid unknown fields" in result.behaviour.message
+    assert result.behaviour_score == 0 and result.prediction_score == pytest.approx(0.25)
+    assert "forbid unknown fields" in result.behaviour.message
 
 
 def test_judge_request_shape_on_schemas():
@@ -382,8 +419,7 @@ def test_judge_request_shape_on_schemas():
         "schema": {"$ref": "#/components/schemas/R"}}}}}}},
         "components": {"schemas": {"R": {"properties": {n: {"type": "number"} for n in FEATURES},
                                          "required": list(FEATURES), "additionalProperties": False}}}}
-    good = {"answer": dict(colab_a.VALID_APPLICANT), "answer_error": None,
-            "openapi": {"status": 200, "body": json.dumps(openapi)}, "decision": DECISION}
+    good = {"openapi": {"status": 200, "body": json.dumps(openapi)}, "decision": DECISION}
     assert judge_request_shape(good).passed
     schema = openapi["components"]["schemas"]["R"]
     variants = [
@@ -395,18 +431,18 @@ def test_judge_request_shape_on_schemas():
     for variant, expected in variants:
         changed = {**openapi, "components": {"schemas": {"R": variant}}}
         verdict = judge_request_shape({**good, "openapi": {"status": 200, "body": json.dumps(changed)}})
-        assert verdict.score == pytest.approx(0.25) and expected in verdict.message, (expected, verdict)
+        assert verdict.score == 0 and expected in verdict.message, (expected, verdict)
     anyof = {n: {"anyOf": [{"type": "number"}, {"type": "integer"}]} for n in FEATURES}
     changed = {**openapi, "components": {"schemas": {"R": {**schema, "properties": anyof}}}}
     assert judge_request_shape({**good, "openapi": {"status": 200, "body": json.dumps(changed)}}).passed
-    assert judge_request_shape({**good, "decision": {"status": 422, "body": "{}"}}).score == pytest.approx(0.25)
-    assert judge_request_shape({**good, "openapi": {"status": 404, "body": ""}}).score == pytest.approx(0.25)
+    assert judge_request_shape({**good, "decision": {"status": 422, "body": "{}"}}).score == 0
+    assert judge_request_shape({**good, "openapi": {"status": 404, "body": ""}}).score == 0
 
 
 @pytest.mark.parametrize("forged", [
-    {}, {"answer": None}, {"answer": None, "openapi": [], "decision": DECISION},
-    {"answer": None, "openapi": {"status": 200, "body": {}}, "decision": DECISION},
-    {"answer": None, "openapi": {"status": 200, "body": "{}"}, "decision": "200"},
+    {}, {"openapi": None}, {"openapi": [], "decision": DECISION},
+    {"openapi": {"status": 200, "body": {}}, "decision": DECISION},
+    {"openapi": {"status": 200, "body": "{}"}, "decision": "200"},
 ])
 def test_judge_request_shape_refuses_forged_shapes(forged):
     verdict = judge_request_shape(forged)

@@ -137,7 +137,16 @@ def test_prediction_truths_follow_the_notebooks_scripted_session():
     exec(source.split("print(")[0], scope)  # noqa: S102 - the course's own assignment
     session = [list(action) for action in scope["SCRIPTED_SESSION"]]
     assert session == colab_b.NOTEBOOK_SESSION
-    assert colab_b.TRUTHS["checkpoint_b1"] == [len(session) + 1, len({3} | {v for kind, v in session if kind == "k"})]
+    fits = [len(session) + 1, len({3} | {v for kind, v in session if kind == "k"})]
+    assert colab_b.TRUTHS["checkpoint_b1"] == [*fits, colab_b.SPEEDUP_CHOICE]
+
+
+def test_the_speedup_choices_in_the_notebook_are_the_ones_the_truth_picks_from():
+    (question,) = [c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells
+                   if c.cell_type == "markdown" and "### Checkpoint 1" in c.source]
+    choices = dict(re.findall(r"\*\*([A-D])\.\*\* ([^;.]*)", question))
+    assert sorted(choices) == ["A", "B", "C", "D"]
+    assert choices[colab_b.SPEEDUP_CHOICE] == "3x to 30x faster"
 
 
 @pytest.mark.parametrize("checkpoint_id", sorted(BY_ID))
@@ -146,15 +155,16 @@ def test_each_prediction_accepts_the_solution_and_refuses_a_wrong_answer(checkpo
     assert prediction.points == 0.5
     answer = FakeSession(solution_answers()).value(prediction.variable)
     assert prediction.judge(answer).passed
-    wrong = {"checkpoint_b1": [3, 7], "checkpoint_b2": "A", "checkpoint_b3": "numpy"}[prediction.variable]
+    wrong = {"checkpoint_b1": [7, 3, "D"], "checkpoint_b2": "A", "checkpoint_b3": "numpy"}[prediction.variable]
     assert not prediction.judge(wrong).passed
     assert not prediction.judge(None).passed and not prediction.judge(None, available=False).passed
 
 
-def test_prediction_b1_is_order_sensitive_and_space_insensitive():
+def test_prediction_b1_is_order_sensitive_and_space_and_case_insensitive():
     prediction = BY_ID["cp_b_caching"].prediction
-    assert prediction.judge([7, 3]).passed and prediction.judge(" 7 ,3").passed
-    assert not prediction.judge([7, 7]).passed and not prediction.judge("7").passed
+    assert prediction.judge([7, 3, "C"]).passed and prediction.judge(" 7 ,3, c").passed
+    assert not prediction.judge([3, 7, "C"]).passed and not prediction.judge([7, 3]).passed
+    assert not prediction.judge([7, 3, "B"]).passed and not prediction.judge("7").passed
 
 
 # ------------------------------------------------------------- held-out sessions

@@ -28,12 +28,13 @@ from checkpoints.testing import FakeSession
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "colab_c_rag.ipynb"
 DECLARED = load_checkpoints("checkpoints.colab_c")
-DATA_NAMES = {"TRANSCRIPTS_1", "TRANSCRIPTS_2", "TURN", "SENTENCE_END", "parse_calls", "chunk_calls"}
-FUNCTION_NAMES = {"DEGRADED", "embed", "extractive_answer", "answer_from_prompt", "top_k_chunks", "build_prompt",
-                  "rag_answer"}
+DATA_NAMES = {"TRANSCRIPTS_1", "TRANSCRIPTS_2", "TURN", "SENTENCE_END", "BOILERPLATE_SPEAKERS", "parse_calls",
+              "chunk_calls"}
+FUNCTION_NAMES = {"DEGRADED", "GLOSSARY", "KEYWORD_WEIGHT", "glossary_hits", "keyword_score", "embed",
+                  "extractive_answer", "answer_from_prompt", "top_k_chunks", "build_prompt", "rag_answer"}
 PREDICTIONS = {"cp_c_retrieval": "checkpoint_c1", "cp_c_prompt": "checkpoint_c2",
                "cp_c_k_tradeoff": "checkpoint_c3", "cp_c_citations": "checkpoint_c4"}
-WRONG_PREDICTIONS = {"checkpoint_c1": "margins", "checkpoint_c2": (10, "question"), "checkpoint_c3": "rises",
+WRONG_PREDICTIONS = {"checkpoint_c1": 3, "checkpoint_c2": "a", "checkpoint_c3": "a",
                      "checkpoint_c4": "a"}
 
 
@@ -85,7 +86,8 @@ def corpus() -> list[dict]:
 @pytest.fixture(scope="session")
 def reference(corpus) -> dict:
     """What the source notebook holds after Run all (no generator: extractive answers)."""
-    namespace = {"np": np, "embedder": colab_c.load_embedder(colab_c.resolve_embedder()), "generator": None}
+    namespace = {"np": np, "re": re, "embedder": colab_c.load_embedder(colab_c.resolve_embedder()),
+                 "generator": None}
     _exec_definitions(FUNCTION_NAMES, namespace)
     namespace["chunks"] = corpus
     namespace["chunk_embeddings"] = namespace["embed"]([c["text"] for c in corpus])
@@ -102,7 +104,7 @@ def solution_answers() -> dict:
     """The predictions the source notebook's solution cells record."""
     namespace: dict = {}
     for cell in _cells():
-        if cell.metadata.get("nbgrader", {}).get("grade_id", "").startswith("c_answer_"):
+        if cell.metadata.get("nbgrader", {}).get("grade_id", "").startswith("answer_c"):
             exec(cell.source, namespace)
     return {name: namespace[name] for name in PREDICTIONS.values()}
 
@@ -139,6 +141,22 @@ def test_notebook_corpus_meets_the_checks_assumptions(corpus):
     assert sum(c["topic"] == "revenue" for c in corpus) < 10
     assert any("revenue" not in c["text"].lower() for c in corpus if c["topic"] == "revenue")
     assert len(set(colab_c.HELD_OUT_QUESTIONS)) == len(colab_c.HELD_OUT_QUESTIONS) >= 10
+
+
+def test_the_graders_glossary_is_the_notebooks():
+    namespace = _exec_definitions({"GLOSSARY", "KEYWORD_WEIGHT", "glossary_hits", "keyword_score"}, {"re": re})
+    assert namespace["GLOSSARY"] == colab_c.GLOSSARY
+    assert namespace["KEYWORD_WEIGHT"] == colab_c.KEYWORD_WEIGHT
+    texts = ["How much profit is left from each dollar of sales?", "Gross margin improved.", "Sales rose.",
+             "We repurchased 1.2 million shares.", "nothing of the glossary here"]
+    for question in texts:
+        for text in texts:
+            assert namespace["keyword_score"](question, text) == colab_c.keyword_score(question, text)
+
+
+def test_a_cosine_only_retriever_fails(ns, reference):
+    ns["top_k_chunks"] = lambda q, c, e, k=3: reference["top_k_chunks"](q, c, e, k, keyword_weight=0.0)
+    fails("cp_c_retrieval", ns, "not its score|is not among|not ordered")
 
 
 def test_held_out_questions_never_appear_in_the_notebook():
@@ -188,7 +206,7 @@ def test_reference_passes_every_checkpoint(ns):
         assert verdict.passed, (checkpoint_id, verdict.message)
         messages[checkpoint_id] = verdict.message
     assert "ACME-2024Q3-02" in messages["cp_c_retrieval"]
-    assert "100% at k=3, 60% at k=10" in messages["cp_c_k_tradeoff"]
+    assert "100% at k=3, 50% at k=10" in messages["cp_c_k_tradeoff"]
     assert "labelled extractive fallback" in messages["cp_c_citations"]
 
 
@@ -286,7 +304,8 @@ def test_right_chunks_wrong_order_fails(ns, reference):
 
 def test_plain_dot_product_fails_on_rescaled_rows(ns, reference):
     def top_k_chunks(question, chunks, chunk_embeddings, k=3):
-        scores = np.asarray(chunk_embeddings) @ reference["embed"]([question])[0]
+        keywords = np.array([colab_c.keyword_score(question, c["text"]) for c in chunks])
+        scores = np.asarray(chunk_embeddings) @ reference["embed"]([question])[0] + colab_c.KEYWORD_WEIGHT * keywords
         return [{**chunks[i], "score": float(scores[i])} for i in np.argsort(-scores)[:k]]
 
     ns["top_k_chunks"] = top_k_chunks
@@ -296,7 +315,7 @@ def test_plain_dot_product_fails_on_rescaled_rows(ns, reference):
 def test_score_that_is_not_the_cosine_fails(ns, reference):
     ns["top_k_chunks"] = lambda q, c, e, k=3: [{**x, "score": 1.0 - x["score"]}
                                                for x in reference["top_k_chunks"](q, c, e, k)]
-    fails("cp_c_retrieval", ns, "not its cosine similarity")
+    fails("cp_c_retrieval", ns, "not its score for the question")
 
 
 def test_missing_score_fails(ns, reference):
@@ -318,7 +337,7 @@ def test_a_keyword_retriever_fails_on_held_out_paraphrases(ns, reference):
         return [{**c, "score": 0.5} for c in hits[:k]]
 
     ns["top_k_chunks"] = top_k_chunks
-    fails("cp_c_retrieval", ns, "is not among|not its cosine|not ordered")
+    fails("cp_c_retrieval", ns, "is not among|not its score|not ordered")
 
 
 def test_embeddings_in_the_wrong_order_fail(ns):
@@ -343,6 +362,16 @@ def test_chunks_without_required_fields_fail(ns):
 
 
 # ---------------------------------------------------------------- prompt mistakes
+def test_an_instruction_that_shows_the_citation_style_passes(ns, reference):
+    def build_prompt(question, top):
+        numbered = "\n".join(f"[{i}] {c['company']}: {c['text']}" for i, c in enumerate(top, start=1))
+        return (f"Answer only from the excerpts and cite them like [1] or [2].\n{numbered}\n\n"
+                f"Question: {question}")
+
+    ns["build_prompt"] = build_prompt
+    verdict, _ = run("cp_c_prompt", ns)
+    assert verdict.passed, verdict.message
+
 def test_prompt_with_an_extra_numbered_chunk_fails(ns, reference):
     ns["build_prompt"] = lambda q, top: reference["build_prompt"](q, [*top, ns["chunks"][7]])
     fails("cp_c_prompt", ns, r"must number them \[1\] to|not retrieved")
