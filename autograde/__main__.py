@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR)
     rel.add_argument("--repo", default=None, help="GitHub OWNER/NAME the Open-in-Colab badges point at")
 
-    gra = verbs.add_parser("grade", help="grade a folder or .zip of <student>/<notebook>.ipynb")
-    gra.add_argument("submissions", type=Path)
+    gra = verbs.add_parser("grade", help="grade a folder or .zip of <student>/<notebook>.ipynb, or an nbgrader "
+                                         "course's submissions (--course-dir, --assignment)")
+    gra.add_argument("submissions", type=Path, nargs="?", help="folder or .zip of <student>/<notebook>.ipynb")
+    gra.add_argument("--course-dir", type=Path, default=None, metavar="DIR",
+                     help="an nbgrader course folder: grade submitted/*/ID against source/ID as `nbgrader "
+                          "autograde ID` would (nbgrader_config.py, autotests.yml, timestamp.txt, late "
+                          "penalties honoured) and write the grades into its gradebook")
+    gra.add_argument("--assignment", default=None, metavar="ID", help="the assignment id, with --course-dir")
     gra.add_argument("--out", type=Path, required=True, help="results folder")
     gra.add_argument("--force", action="store_true", help="replace grades already in --out")
     gra.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -119,11 +125,22 @@ def _run(args, console: Console) -> int:
     options = GradeOptions(workers=args.workers, cell_timeout=args.cell_timeout,
                            notebook_timeout=args.notebook_timeout, limits=limits,
                            scheduler=getattr(args, "scheduler", None))
-    sources = source_notebooks(args.notebooks)
+    sources = source_notebooks(args.notebooks) if getattr(args, "course_dir", None) is None else None
     if args.verb == "grade":
         from autograde.grade import grade
 
-        grade(args.submissions, args.out, options, sources=sources, force=args.force, console=console)
+        if (args.course_dir is None) != (args.assignment is None):
+            raise ValueError("--course-dir and --assignment go together")
+        if args.course_dir is not None:
+            if args.submissions is not None:
+                raise ValueError("with --course-dir the submissions are the course's submitted/ folder; "
+                                 "give no submissions argument")
+            grade(None, args.out, options, force=args.force, console=console, course_dir=args.course_dir,
+                  assignment_id=args.assignment)
+        else:
+            if args.submissions is None:
+                raise ValueError("give a folder or .zip of submissions, or --course-dir DIR --assignment ID")
+            grade(args.submissions, args.out, options, sources=sources, force=args.force, console=console)
         return 0
 
     from autograde.check import check

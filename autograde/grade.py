@@ -6,6 +6,7 @@ SQLite gradebook never sees two writers ("database is locked")."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
@@ -26,8 +27,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autograde.assignment import (
-    ASSIGNMENT_ID,
-    COURSE_ID,
     Assignment,
     AssignmentError,
     build_assignment,
@@ -38,11 +37,24 @@ from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Lim
 from autograde.safe_output import csv_cell, plain_student_text
 from autograde.submissions import collect
 from autograde.summary import write_summary
-from autograde.worker import GradeJob, NotebookResult, checkpoint_runner, grade_notebook, missing_result
+from autograde.worker import (
+    LATE_FLAG,
+    GradeJob,
+    NotebookResult,
+    checkpoint_runner,
+    grade_notebook,
+    missing_result,
+    read_regular_file,
+)
 
-GRADES_COLUMNS = ["student", "notebook", "score", "max_score", "status", "flags", "message", "checks_in_kernel"]
-# `judged`: "outside" (collected as data, judged by the grader) or "in-kernel" (a plain nbgrader
-# test cell, whose verdict the student's interpreter computed: see README, Grading you can trust).
+# `score` is before any late penalty (as nbgrader's notebook score); `late_penalty` is what
+# nbgrader's late-submission plugin takes off it. The flag `needs-manual-grading` says a person
+# still has to grade a cell (a task, a written answer): the score is not final.
+GRADES_COLUMNS = ["student", "notebook", "score", "max_score", "status", "flags", "message", "checks_in_kernel",
+                  "late_penalty"]
+# `judged`: "outside" (collected as data, judged by the grader), "in-kernel" (a plain nbgrader
+# test cell, whose verdict the student's interpreter computed: see README, Grading you can trust)
+# or "manual" (a task or written answer a person grades in nbgrader's formgrader).
 CHECKPOINT_COLUMNS = ["student", "notebook", "checkpoint", "score", "max_score", "passed", "judged",
                       "behaviour_score", "behaviour_max", "prediction_score", "prediction_max", "message"]
 
@@ -168,9 +180,17 @@ def _crashed(job: GradeJob, message: str) -> NotebookResult:
 
 
 def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feedback_dir: Path,
-              options: GradeOptions, notes: dict | None = None, rejected: dict | None = None) -> list[GradeJob]:
+              options: GradeOptions, notes: dict | None = None, rejected: dict | None = None,
+              with_student_files: bool = False) -> list[GradeJob]:
+    """One job per (student, notebook). Every run gets the assignment's other files; with
+    ``with_student_files``, also the student's own files beside their notebook (nbgrader
+    copies both; the intake's rules apply to the student's)."""
+    from autograde.course import student_files
+
     notes, rejected = notes or {}, rejected or {}
     kernel_env = dict(options.kernel_env)
+    remote = bool(options.scheduler)  # Dask workers get the files' bytes, like the submission itself
+    support = [(rel, path.read_bytes() if remote else path) for rel, path in assignment.support_files]
     for spec in assignment.notebooks.values():
         try:
             checkpoint_runner(spec)  # a hidden cell naming a missing declaration fails here, before any student runs
@@ -189,62 +209,147 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             limits=options.limits,
             kernel_env=kernel_env,
             model_cache=options.model_cache,
+            support_files=support,
+            student_files=_carried(student_files(notebooks[name].parent), remote)
+            if with_student_files and notebooks.get(name) is not None else [],
         )
         for student, notebooks in sorted(students.items())
         for name, spec in assignment.notebooks.items()
     ]
 
 
-def grade(submissions: str | Path, out: str | Path, options: GradeOptions | None = None,
+def _carried(files: list[tuple[str, Path]], remote: bool) -> list:
+    """A student's files as paths (local workers read them by the intake's rules), or read
+    here by the same rules for a remote worker that has no access to them."""
+    if not remote:
+        return files
+    carried = []
+    for relative, path in files:
+        with contextlib.suppress(OSError, ValueError):
+            carried.append((relative, read_regular_file(path)))
+    return carried
+
+
+def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions | None = None,
           sources: list[Path] | None = None, force: bool = False,
-          console: Console | None = None) -> list[NotebookResult]:
+          console: Console | None = None, course_dir: str | Path | None = None,
+          assignment_id: str | None = None) -> list[NotebookResult]:
+    """Grade a folder or .zip of ``<student>/<notebook>.ipynb`` against ``sources``; or, with
+    ``course_dir`` and ``assignment_id``, an nbgrader course's ``submitted/*/ID`` against its
+    ``source/ID``, as ``nbgrader autograde ID`` would, writing into the course's gradebook."""
+    from autograde.course import load_course, sync_assignment
+
     options = options or GradeOptions()
     console = console or Console()
     out = Path(out)
     if (out / "grades.csv").exists() and not force:
         raise ResultsExistError(f"{out} already holds grades; pass --force to replace them")
+    if (course_dir is None) != (assignment_id is None):
+        raise ValueError("--course-dir and --assignment go together")
+    course = load_course(course_dir, assignment_id) if course_dir is not None else None
+    if course is not None:
+        sources = course.sources
+        submissions = course.submitted_root
+    elif submissions is None:
+        raise ValueError("give a folder or .zip of submissions, or --course-dir and --assignment")
     sources = list(sources) if sources is not None else source_notebooks()
+    names = [Path(p).stem for p in sources]
     # Read the submissions first: a bad argument fails before anything is written.
-    collected = collect(submissions, [Path(p).stem for p in sources])
+    folders: dict[str, Path] = {}
+    if course is not None:
+        collected, folders = course.collect(names)
+    else:
+        collected = collect(submissions, names)
     try:
         if out.exists() and force:
-            shutil.rmtree(out)
+            _clear_results(out)
         out.mkdir(parents=True, exist_ok=True)
-        assignment = build_assignment(out / "nbgrader", sources)
+        if course is not None:
+            assignment = build_assignment(out / "nbgrader", sources, assignment_id=course.assignment_id,
+                                          course_id=course.course_id, autotests=course.autotests,
+                                          files_from=course.source_dir, reuse=True)
+        else:
+            assignment = build_assignment(out / "nbgrader", sources, reuse=True)
+        if assignment.reused:
+            console.print("[dim]sources unchanged: reusing the generated assignment[/dim]")
         # Student kernels must not see the gradebook, other students' feedback or the sources.
-        source_dirs = {Path(p).resolve().parent for p in sources}
-        limits = replace(options.limits, hide=[*options.limits.hide, *source_dirs, out.resolve(),
-                                               Path(submissions).resolve()])
+        hidden = {Path(p).resolve().parent for p in sources} | {out.resolve(), Path(submissions).resolve()}
+        if course is not None:
+            hidden.add(course.root)
+        limits = replace(options.limits, hide=[*options.limits.hide, *sorted(hidden)])
         options = with_model_cache(replace(options, limits=limits), console)
         if not collected.students:
             console.print(f"[yellow]no student folders found in {escape(str(submissions))}[/yellow]")
         for warning in collected.warnings:
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes,
-                         collected.rejected)
+                         collected.rejected, with_student_files=True)
         results = run_jobs(jobs, options, console=console)
     finally:
         collected.close()
-    write_gradebook(assignment, results)
+    if course is not None:
+        timestamps = {student: course.timestamp(folder) for student, folder in folders.items()}
+        for warning in course.warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        sync_assignment(assignment, course.db_url)
+        write_gradebook(assignment, results, db_url=course.db_url, timestamps=timestamps,
+                        penalty=course.late_penalties())
+    else:
+        write_gradebook(assignment, results)
     write_reports(out, results)
     write_summary(out, results)
-    print_summary(results, console, out)
+    print_summary(results, console, out, gradebook=course.db_url if course is not None else None)
     return results
 
 
-def write_gradebook(assignment: Assignment, results: list[NotebookResult]) -> None:
-    with warnings.catch_warnings(), Gradebook(assignment.db_url, COURSE_ID) as gradebook:
+def _clear_results(out: Path) -> None:
+    """Remove the results of an earlier run; keep the generated assignment (``nbgrader/``),
+    which ``build_assignment`` reuses while the sources are unchanged."""
+    for entry in out.iterdir():
+        if entry.name == "nbgrader" and entry.is_dir() and not entry.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def write_gradebook(assignment: Assignment, results: list[NotebookResult], db_url: str | None = None,
+                    timestamps: dict | None = None, penalty=None) -> None:
+    """Write every score into the gradebook (ours, or the course's ``db_url``) as nbgrader's
+    autograde does: auto-graded cells get ``auto_score`` and ``needs_manual_grade`` False,
+    cells a person grades keep ``auto_score`` empty and ``needs_manual_grade`` True (so does a
+    cell a person already graded); a notebook not handed in scores 0. With ``timestamps``
+    (student -> submission time) the assignment's due date sets ``seconds_late``, and
+    ``penalty(student, score, seconds_late)`` the notebook's late-submission penalty."""
+    aid, timestamps = assignment.assignment_id, timestamps or {}
+    with warnings.catch_warnings(), Gradebook(db_url or assignment.db_url, assignment.course_id) as gradebook:
         # nbgrader's own session handling trips SQLAlchemy's autoflush warning; harmless.
         warnings.simplefilter("ignore")
+        submissions = {}
         for student in sorted({r.student for r in results}):
             gradebook.update_or_create_student(student)
-            gradebook.update_or_create_submission(ASSIGNMENT_ID, student)
+            stamp = timestamps.get(student)
+            submissions[student] = (gradebook.update_or_create_submission(aid, student, timestamp=stamp)
+                                    if stamp is not None else gradebook.update_or_create_submission(aid, student))
         for result in results:
-            if result.status == "missing":
-                continue
             for checkpoint in result.checkpoints:
-                grade = gradebook.find_grade(checkpoint.grade_id, result.notebook, ASSIGNMENT_ID, result.student)
-                grade.auto_score = checkpoint.score
+                grade = gradebook.find_grade(checkpoint.grade_id, result.notebook, aid, result.student)
+                manual = checkpoint.needs_manual_grade and result.status != "missing"
+                grade.auto_score = None if manual else checkpoint.score
+                grade.needs_manual_grade = manual or grade.manual_score is not None
+        gradebook.db.commit()
+        for result in results:
+            submission = submissions[result.student]
+            notebook = gradebook.find_submission_notebook(result.notebook, aid, result.student)
+            notebook.late_submission_penalty = None
+            result.seconds_late = float(submission.total_seconds_late or 0.0)
+            if result.seconds_late > 0 and penalty is not None and result.status != "missing":
+                value = penalty(result.student, float(notebook.score), result.seconds_late)
+                notebook.late_submission_penalty = value
+                result.late_penalty = float(value or 0.0)
+            if result.seconds_late > 0 and result.status != "missing" and LATE_FLAG not in result.flags:
+                result.flags.append(LATE_FLAG)
         gradebook.db.commit()
 
 
@@ -266,7 +371,8 @@ def write_reports(out: Path, results: list[NotebookResult]) -> None:
             writer.writerow(_csv_row({"student": r.student, "notebook": r.notebook, "score": f"{r.score:g}",
                              "max_score": f"{r.max_score:g}", "status": r.status,
                              "flags": ";".join(r.flags), "message": r.message,
-                             "checks_in_kernel": sum(c.judged == "in-kernel" for c in r.checkpoints)}))
+                             "checks_in_kernel": sum(c.judged == "in-kernel" for c in r.checkpoints),
+                             "late_penalty": f"{r.late_penalty:g}"}))
     with open(out / "checkpoints.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, CHECKPOINT_COLUMNS)
         writer.writeheader()
@@ -284,13 +390,15 @@ def write_reports(out: Path, results: list[NotebookResult]) -> None:
 STATUS_STYLE = {"graded": "green", "missing": "dim", "unreadable": "red", "timeout": "yellow", "crashed": "red"}
 
 
-def print_summary(results: list[NotebookResult], console: Console, out: Path | None = None) -> None:
+def print_summary(results: list[NotebookResult], console: Console, out: Path | None = None,
+                  gradebook: str | None = None) -> None:
     table = Table(title="Grades", show_lines=False)
     for column in ("student", "notebook", "score", "status", "flags", "message"):
         table.add_column(column, overflow="fold")
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
-        table.add_row(escape(plain_student_text(r.student, 80)), escape(r.notebook), f"{r.score:g} / {r.max_score:g}",
+        score = f"{r.score:g} / {r.max_score:g}" + (f" (-{r.late_penalty:g} late)" if r.late_penalty else "")
+        table.add_row(escape(plain_student_text(r.student, 80)), escape(r.notebook), score,
                       f"[{style}]{escape(r.status)}[/{style}]", escape(plain_student_text(", ".join(r.flags), 200)),
                       escape(plain_student_text(r.message, 100)))
     console.print(table)
@@ -299,10 +407,14 @@ def print_summary(results: list[NotebookResult], console: Console, out: Path | N
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     console.print(f"{len(results)} notebook(s): {summary}")
+    manual = sum(r.needs_manual_grade for r in results)
+    if manual:
+        console.print(f"[bold yellow]{manual} notebook(s) need manual grading[/bold yellow] (flag needs-manual-grading): "
+                      "their score is not final until a person grades the flagged cells (nbgrader formgrader)")
     unsandboxed = sum("unsandboxed" in r.flags for r in results)
     if unsandboxed:
         console.print(f"[bold red]WARNING: {unsandboxed} notebook(s) ran WITHOUT the sandbox (student code had "
                       "the grader's privileges); grade as root on Linux for isolation. See README, Grading.[/bold red]")
     if out is not None:
         console.print(f"summary: {out / 'summary.html'}  grades: {out / 'grades.csv'}  checkpoints: {out / 'checkpoints.csv'}  "
-                      f"feedback: {out / 'feedback'}  gradebook: {out / 'nbgrader' / 'gradebook.db'}")
+                      f"feedback: {out / 'feedback'}  gradebook: {gradebook or out / 'nbgrader' / 'gradebook.db'}")

@@ -13,15 +13,17 @@ from autograde.assignment import CellSpec, NotebookSpec, nbgrader_metadata
 
 
 def _nbgrader_metadata(spec: CellSpec) -> dict:
-    return nbgrader_metadata(spec.grade_id, solution=spec.solution, grade=spec.graded, locked=spec.locked,
-                             points=spec.points)
+    # The checksum is the released cell's, as nbgrader's OverwriteCells puts it: a written
+    # answer left as released then scores 0 without a person looking at it.
+    return nbgrader_metadata(spec.grade_id, solution=spec.solution, grade=spec.graded and not spec.task,
+                             locked=spec.locked, points=spec.points, task=spec.task, checksum=spec.checksum)
 
 
 def restore_cells(submission: NotebookNode, spec: NotebookSpec) -> tuple[NotebookNode, list[str]]:
     """Return a copy of ``submission`` ready to execute, and the tamper flags found.
 
     - locked and graded cells get the instructor's source (hidden tests included);
-    - every nbgrader cell gets its metadata (kind, points) from the gradebook;
+    - every nbgrader cell gets its metadata (kind, points, checksum) from the gradebook;
     - a deleted locked cell is put back; a second copy of a locked cell is dropped; nbgrader metadata on a cell the assignment
       does not know is removed (no fake points);
     - outputs are cleared: only what runs now counts.

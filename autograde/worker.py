@@ -6,10 +6,15 @@ the only writer of the gradebook and the CSVs."""
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import stat
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nbformat
+from nbgrader import utils as nbutils
 from nbgrader.utils import determine_grade
 
 from autograde import integrity, phases
@@ -21,6 +26,12 @@ from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
 from autograde.submissions import UnreadableSubmission, read_notebook_safely
 
 STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
+NEEDS_MANUAL_FLAG = "needs-manual-grading"  # a person still has to grade a cell of this notebook
+LATE_FLAG = "late"
+# A student's own files copied into their run (the safe intake's rules: regular files only).
+MAX_STUDENT_FILE_BYTES = 20 * 1000 * 1000
+MAX_STUDENT_FILES_BYTES = 100 * 1000 * 1000
+MAX_STUDENT_FILES = 1000
 
 
 @dataclass
@@ -33,11 +44,14 @@ class CheckpointResult:
     score: float
     max_score: float
     message: str = ""
-    judged: str = "in-kernel"  # "outside" | "in-kernel"
+    judged: str = "in-kernel"  # "outside" | "in-kernel" | "manual" (a person grades it, as in nbgrader)
     behaviour_score: float = 0.0
     behaviour_max: float = 0.0
     prediction_score: float = 0.0
     prediction_max: float = 0.0
+    # A person grades it (a task, a written answer, a graded code answer), as in nbgrader:
+    # its score stays empty in the gradebook until they do.
+    needs_manual_grade: bool = False
 
     def __post_init__(self) -> None:
         if not self.behaviour_max and not self.prediction_max:
@@ -67,6 +81,12 @@ class NotebookResult:
     kernel_start_s: float = 0.0
     reached_last_cell: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # seconds by phase (autograde/phases.py)
+    seconds_late: float = 0.0  # set by the parent from timestamp.txt and the due date
+    late_penalty: float = 0.0  # points taken off for lateness (nbgrader's LateSubmissionPlugin); not in ``score``
+
+    @property
+    def needs_manual_grade(self) -> bool:
+        return any(c.needs_manual_grade for c in self.checkpoints)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -88,6 +108,11 @@ class GradeJob:
     rejected: str = ""  # why the submitted file was refused at intake (then ``path`` is None)
     model_cache: bool = False  # point the kernel at this machine's dequantised generator
     notebook: dict | None = None  # the submission itself, read by the parent (a remote worker has no path)
+    # Placed in the run folder before it runs, as nbgrader does: (path in the run folder, file,
+    # or its bytes for a remote worker without the files). The student's own files first, read
+    # by the intake's rules; then the assignment's files, which replace a student's of the same name.
+    student_files: list[tuple[str, Path | bytes]] = field(default_factory=list)
+    support_files: list[tuple[str, Path | bytes]] = field(default_factory=list)
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -125,6 +150,13 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
         return result
 
     prepared, result.flags = restore_cells(submission, spec)
+    problem = kernel_problem(spec)
+    if problem:
+        result.status, result.message = "crashed", problem
+        result.checkpoints = score_cells(prepared, spec)
+        _note_manual(result)
+        result.duration_s = time.perf_counter() - started
+        return result
     # Scan what the student wrote or changed (the instructor's own cells are not theirs), in a
     # child process whose time counts against the notebook's budget.
     scan_flags, scan_s = integrity.scan_notebook_bounded(
@@ -135,18 +167,24 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     limits, kernel_env = job_environment(job)
     nonce = integrity.new_nonce()
     checkpoints = checkpoint_runner(spec)
-    in_kernel_ids = {c.grade_id for c in spec.graded_cells if not c.solution} - set(checkpoints.declarations)
+    in_kernel_ids = {c.grade_id for c in spec.graded_cells if not c.manual} - set(checkpoints.declarations)
     private = [str(p) for p in [*GRADER_PRIVATE_PATHS, *job.limits.hide]]
     integrity.instrument(prepared, in_kernel_ids, nonce, private)
-    execution = execute_notebook(
-        prepared,
-        cell_timeout=job.cell_timeout,
-        notebook_timeout=notebook_timeout,
-        allow_errors=True,
-        limits=limits,
-        extra_env=kernel_env,
-        checkpoints=checkpoints,
-    )
+    run_dir = Path(tempfile.mkdtemp(prefix="autograde-run-"))
+    try:
+        result.flags += place_files(run_dir, job)
+        execution = execute_notebook(
+            prepared,
+            workdir=run_dir,
+            cell_timeout=job.cell_timeout,
+            notebook_timeout=notebook_timeout,
+            allow_errors=True,
+            limits=limits,
+            extra_env=kernel_env,
+            checkpoints=checkpoints,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     if job.limits.sandbox and execution.sandbox_mode != "isolated":
         result.flags.append("unsandboxed")
     if execution.truncated_cells:
@@ -166,8 +204,9 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
             result.message = (f"cell {numbers} of the notebook (counting from 1) ran longer than "
                               f"{job.cell_timeout:g} s and was interrupted; the cells after it still ran")
     result.checkpoints = score_cells(execution.notebook, spec, nonce, checkpoints.outcomes)
+    _note_manual(result)
     result.phases = phases.breakdown(
-        execution.notebook, {c.grade_id for c in spec.graded_cells if not c.solution},
+        execution.notebook, {c.grade_id for c in spec.graded_cells if not c.manual},
         sum(o.seconds for o in checkpoints.outcomes.values()), execution.kernel_start_s, scan_s)
     result.score = sum(c.score for c in result.checkpoints)
     if job.note:
@@ -177,9 +216,102 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     return result
 
 
+def _note_manual(result: NotebookResult) -> None:
+    if result.needs_manual_grade and NEEDS_MANUAL_FLAG not in result.flags:
+        result.flags.insert(0, NEEDS_MANUAL_FLAG)
+
+
 def _is_student_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return not meta.get("locked") and not (meta.get("grade") and not meta.get("solution"))
+    return not nbutils.is_locked(cell)
+
+
+@functools.lru_cache(maxsize=8)
+def _installed_kernel(name: str) -> tuple[bool, str]:
+    """(installed, language) of a kernel name on this machine."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        return True, KernelSpecManager().get_kernel_spec(name).language or ""
+    except NoSuchKernel:
+        return False, ""
+
+
+def kernel_problem(spec: NotebookSpec) -> str:
+    """Why the assignment's kernel (its source notebook's kernelspec, as nbgrader's
+    OverwriteKernelspec uses) cannot run here, or "". Python kernels run in the grader's own
+    environment, sandboxed; the runner and its instrumentation speak Python only."""
+    name = spec.kernel_name
+    language = str(spec.kernelspec.get("language") or "")
+    installed, installed_language = _installed_kernel(name)
+    if not installed:
+        if language.lower() == "python":
+            return ""  # a Python kernel of another name (python3.11, conda-env-x): run it as Python
+        return (f"the notebook's kernel {name!r}" + (f" ({language})" if language else "")
+                + " is not installed on this machine; install it or grade on a machine that has it")
+    language = installed_language or language
+    if language.lower() != "python":
+        return (f"the notebook's kernel {name!r} runs {language or 'an unknown language'}; "
+                "the sandboxed grader executes Python kernels only")
+    return ""
+
+
+def place_files(run_dir: Path, job: GradeJob) -> list[str]:
+    """Copy the student's own files, then the assignment's, into the run folder (nbgrader's
+    order: the instructor's files win). Returns flags for student files left out."""
+    flags: list[str] = []
+    budget = MAX_STUDENT_FILES_BYTES
+    for count, (relative, path) in enumerate(job.student_files):
+        target = _target(run_dir, relative)
+        if target is None or count >= MAX_STUDENT_FILES:
+            flags.append("student-file-skipped")
+            continue
+        try:
+            data = path if isinstance(path, bytes) else read_regular_file(path, min(MAX_STUDENT_FILE_BYTES, budget))
+            if len(data) > min(MAX_STUDENT_FILE_BYTES, budget):
+                raise ValueError(f"{relative}: too large")
+            target.write_bytes(data)
+            budget -= len(data)
+        except (OSError, ValueError):
+            flags.append("student-file-skipped")
+    for relative, path in job.support_files:
+        target = _target(run_dir, relative)
+        if target is not None:
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            if isinstance(path, bytes):
+                target.write_bytes(path)
+            else:
+                shutil.copyfile(path, target)
+    return sorted(set(flags))
+
+
+def _target(run_dir: Path, relative: str) -> Path | None:
+    parts = Path(relative).parts
+    if not parts or Path(relative).is_absolute() or ".." in parts:
+        return None
+    target = run_dir.joinpath(*parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def read_regular_file(source: Path, max_bytes: int = MAX_STUDENT_FILE_BYTES) -> bytes:
+    """Read a file the student controls: a regular file (no link followed, nothing that
+    blocks), at most ``max_bytes``; OSError or ValueError otherwise."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(source, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            raise ValueError(f"{source}: not a regular file of at most {max_bytes} bytes")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            if total > max_bytes:
+                raise ValueError(f"{source} grew past {max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _reached_last_student_cell(executed) -> bool:
@@ -237,12 +369,16 @@ def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str 
         for cell in executed.cells
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
     }
+    # Manually graded cells and tasks wait for a person, as in nbgrader's SaveAutoGrades.
     results = []
     for cell_spec in spec.graded_cells:
         if cell_spec.grade_id in outcomes:
             results.append(_from_outcome(outcomes[cell_spec.grade_id]))
             continue
         cell = by_id.get(cell_spec.grade_id)
+        if cell_spec.manual:
+            results.append(_manual_result(cell_spec, cell))
+            continue
         if cell is None or cell.cell_type != "code" or cell.get("execution_count") is None:
             results.append(_zero(cell_spec.grade_id, cell_spec.points, "did not run", spec))
             continue
@@ -258,6 +394,19 @@ def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str 
     return results
 
 
+def _manual_result(cell_spec, cell) -> CheckpointResult:
+    """A cell a person grades. nbgrader scores a written answer left exactly as released 0
+    (its checksum is unchanged) and leaves everything else, tasks included, to the person."""
+    if not cell_spec.task and cell is not None and nbutils.is_grade(cell):
+        auto_score, _ = determine_grade(cell)
+        if auto_score is not None:
+            return CheckpointResult(cell_spec.grade_id, float(auto_score), cell_spec.points,
+                                    "no answer (the cell is as it was released)", judged="manual")
+    kind = "task" if cell_spec.task else "answer"
+    return CheckpointResult(cell_spec.grade_id, 0.0, cell_spec.points,
+                            f"{kind} to be graded by a person", judged="manual", needs_manual_grade=True)
+
+
 def cell_message(cell: nbformat.NotebookNode) -> str:
     """The student-facing outcome of a graded cell: the error's message, or its stdout."""
     for output in cell.get("outputs", []):
@@ -271,6 +420,8 @@ def cell_message(cell: nbformat.NotebookNode) -> str:
 def _zero(grade_id: str, points: float, message: str, spec: NotebookSpec | None = None) -> CheckpointResult:
     """A graded cell that earned nothing; split like its declaration when it is judged outside."""
     cell = spec.cells.get(grade_id) if spec is not None else None
+    if cell is not None and cell.manual:
+        return CheckpointResult(grade_id, 0.0, points, message, judged="manual")
     declaration = resolve_declaration(grade_id, cell.source) if cell is not None and not cell.solution else None
     if declaration is None:
         return CheckpointResult(grade_id, 0.0, points, message)
