@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     gra.add_argument("--assignment", default=None, metavar="ID", help="the assignment id, with --course-dir")
     gra.add_argument("--out", type=Path, required=True, help="results folder")
     gra.add_argument("--force", action="store_true", help="replace grades already in --out")
+    gra.add_argument("--regrade", type=Path, default=None, metavar="PREVIOUS_RESULTS",
+                     help="an earlier results folder: draw the same held-out inputs for unchanged submissions and "
+                          "write regrade.csv (which rows changed score, and why)")
     gra.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="run the jobs on a Dask cluster: a scheduler address (tcp://HOST:8786), or `local` "
                           "for a cluster of --workers processes on this machine")
@@ -136,11 +139,12 @@ def _run(args, console: Console) -> int:
                 raise ValueError("with --course-dir the submissions are the course's submitted/ folder; "
                                  "give no submissions argument")
             grade(None, args.out, options, force=args.force, console=console, course_dir=args.course_dir,
-                  assignment_id=args.assignment)
+                  assignment_id=args.assignment, regrade=args.regrade)
         else:
             if args.submissions is None:
                 raise ValueError("give a folder or .zip of submissions, or --course-dir DIR --assignment ID")
-            grade(args.submissions, args.out, options, sources=sources, force=args.force, console=console)
+            grade(args.submissions, args.out, options, sources=sources, force=args.force, console=console,
+                  regrade=args.regrade)
         return 0
 
     from autograde.check import check

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autograde import provenance
 from autograde.assignment import (
     Assignment,
     AssignmentError,
@@ -72,6 +73,7 @@ class GradeOptions:
     model_cache: bool = True  # dequantise the packaged generator once for every kernel (modelcache.py)
     kernel_env: dict[str, str] = field(default_factory=dict)
     scheduler: str | None = None  # a Dask scheduler address, or "local": see autograde/cluster.py
+    heldout_salt: str = ""  # set by grade(): the results folder's secret for reproducible held-out inputs
 
 
 def with_model_cache(options: GradeOptions, console: Console | None = None) -> GradeOptions:
@@ -210,6 +212,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             kernel_env=kernel_env,
             model_cache=options.model_cache,
             support_files=support,
+            heldout_salt=options.heldout_salt,
             student_files=_carried(student_files(notebooks[name].parent), remote)
             if with_student_files and notebooks.get(name) is not None else [],
         )
@@ -233,10 +236,12 @@ def _carried(files: list[tuple[str, Path]], remote: bool) -> list:
 def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions | None = None,
           sources: list[Path] | None = None, force: bool = False,
           console: Console | None = None, course_dir: str | Path | None = None,
-          assignment_id: str | None = None) -> list[NotebookResult]:
+          assignment_id: str | None = None, regrade: str | Path | None = None) -> list[NotebookResult]:
     """Grade a folder or .zip of ``<student>/<notebook>.ipynb`` against ``sources``; or, with
     ``course_dir`` and ``assignment_id``, an nbgrader course's ``submitted/*/ID`` against its
-    ``source/ID``, as ``nbgrader autograde ID`` would, writing into the course's gradebook."""
+    ``source/ID``, as ``nbgrader autograde ID`` would, writing into the course's gradebook.
+    With ``regrade`` (an earlier results folder), the same held-out inputs are drawn for an
+    unchanged submission, and RESULTS/regrade.csv says which rows changed score and why."""
     from autograde.course import load_course, sync_assignment
 
     options = options or GradeOptions()
@@ -252,6 +257,7 @@ def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions
         submissions = course.submitted_root
     elif submissions is None:
         raise ValueError("give a folder or .zip of submissions, or --course-dir and --assignment")
+    previous = provenance.load_rows(regrade) if regrade is not None else None
     sources = list(sources) if sources is not None else source_notebooks()
     names = [Path(p).stem for p in sources]
     # Read the submissions first: a bad argument fails before anything is written.
@@ -264,6 +270,10 @@ def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions
         if out.exists() and force:
             _clear_results(out)
         out.mkdir(parents=True, exist_ok=True)
+        salt_home = Path(regrade) / "nbgrader" if regrade is not None else out / "nbgrader"
+        options = replace(options, heldout_salt=provenance.heldout_salt(salt_home))
+        if regrade is not None:
+            provenance.keep_salt(options.heldout_salt, out / "nbgrader")
         if course is not None:
             assignment = build_assignment(out / "nbgrader", sources, assignment_id=course.assignment_id,
                                           course_id=course.course_id, autotests=course.autotests,
@@ -298,8 +308,19 @@ def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions
         write_gradebook(assignment, results)
     write_reports(out, results)
     write_summary(out, results)
+    if previous is not None:
+        changes = provenance.compare(previous, [r.to_dict() for r in results])
+        provenance.write_regrade(out, changes)
+        print_regrade(changes, console)
     print_summary(results, console, out, gradebook=course.db_url if course is not None else None)
     return results
+
+
+def print_regrade(changes, console: Console) -> None:
+    moved = [c for c in changes if c.change != "same"]
+    console.print(f"regrade: {len(changes) - len(moved)} row(s) unchanged, {len(moved)} changed")
+    for c in moved:
+        console.print(f"  {escape(c.student)} / {c.notebook}: {c.change} ({escape(c.reason)})")
 
 
 def _clear_results(out: Path) -> None:

@@ -95,6 +95,14 @@ def heldout_salt(folder: Path) -> str:
     return salt
 
 
+def keep_salt(salt: str, folder: Path) -> None:
+    """A regrade's results keep the salt they were graded with, for the next regrade."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SALT_FILE
+    path.write_text(salt)
+    path.chmod(0o600)
+
+
 def heldout_seed(salt: str, submission_sha: str, grade_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{salt}\0{submission_sha}\0{grade_id}".encode()).digest()[:8], "big")
 

@@ -17,9 +17,9 @@ import nbformat
 from nbgrader import utils as nbutils
 from nbgrader.utils import determine_grade
 
-from autograde import integrity, phases
+from autograde import integrity, phases, provenance
 from autograde.assignment import NotebookSpec
-from autograde.collect import CheckpointRunner, Outcome, resolve_declaration
+from autograde.collect import CheckpointRunner, Outcome, module_kernel_env, resolve_declaration
 from autograde.limits import DEFAULT_SCAN_SECONDS
 from autograde.restore import restore_cells
 from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
@@ -83,6 +83,10 @@ class NotebookResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds by phase (autograde/phases.py)
     seconds_late: float = 0.0  # set by the parent from timestamp.txt and the due date
     late_penalty: float = 0.0  # points taken off for lateness (nbgrader's LateSubmissionPlugin); not in ``score``
+    # What the score depended on (autograde/provenance.py): compared by `grade --regrade`.
+    submission_sha256: str = ""
+    checks_sha256: str = ""
+    environment_sha256: str = ""
 
     @property
     def needs_manual_grade(self) -> bool:
@@ -113,6 +117,7 @@ class GradeJob:
     # by the intake's rules; then the assignment's files, which replace a student's of the same name.
     student_files: list[tuple[str, Path | bytes]] = field(default_factory=list)
     support_files: list[tuple[str, Path | bytes]] = field(default_factory=list)
+    heldout_salt: str = ""  # secret of the results folder: held-out inputs reproducible per submission
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -138,10 +143,12 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     result = NotebookResult(
         student=job.student, notebook=spec.name, status="graded", score=0.0, max_score=spec.max_score
     )
+    result.checks_sha256, result.environment_sha256 = provenance.checks_sha256(spec), provenance.environment_sha256()
     try:
         if job.rejected:
             raise UnreadableSubmission(job.rejected)
         submission = nbformat.from_dict(job.notebook) if job.notebook is not None else read_notebook_safely(job.path)
+        result.submission_sha256 = provenance.bytes_sha256(nbformat.writes(submission).encode())
     except UnreadableSubmission as exc:
         result.status = "unreadable"
         result.message = f"not a readable notebook: {exc.reason}"
@@ -167,6 +174,9 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     limits, kernel_env = job_environment(job)
     nonce = integrity.new_nonce()
     checkpoints = checkpoint_runner(spec)
+    if job.heldout_salt:
+        checkpoints.seed = provenance.heldout_seed(job.heldout_salt, result.submission_sha256, spec.name)
+    kernel_env = {**checkpoints.kernel_env, **kernel_env}
     in_kernel_ids = {c.grade_id for c in spec.graded_cells if not c.manual} - set(checkpoints.declarations)
     private = [str(p) for p in [*GRADER_PRIVATE_PATHS, *job.limits.hide]]
     integrity.instrument(prepared, in_kernel_ids, nonce, private)
@@ -346,7 +356,7 @@ def checkpoint_runner(spec: NotebookSpec) -> CheckpointRunner:
         declaration = resolve_declaration(cell.grade_id, cell.source)
         if declaration is not None:
             declarations[cell.grade_id] = (declaration, cell.points)
-    return CheckpointRunner(declarations)
+    return CheckpointRunner(declarations, kernel_env=module_kernel_env([c.source for c in spec.graded_cells]))
 
 
 def _from_outcome(outcome: Outcome) -> CheckpointResult:
