@@ -102,6 +102,8 @@ def feedback_notebook(executed: nbformat.NotebookNode, spec: NotebookSpec, resul
         # What the student was given, not what the grader ran.
         cell.source = cell_spec.released_source
         verdict = "passed" if checkpoint and checkpoint.passed else "failed"
+        if checkpoint and checkpoint.needs_manual_grade:
+            verdict = "awaiting a person's grade"
         score = f"{checkpoint.score:g}/{checkpoint.max_score:g}" if checkpoint else "0"
         text = f"checkpoint {grade_id} {verdict.upper()} ({score})"
         if checkpoint and checkpoint.judged == "outside":
@@ -130,7 +132,10 @@ def _summary_markdown(result: NotebookResult) -> str:
         lines += ["", f"> {_md_text(result.message, 600)}"]
     lines += ["", "| checkpoint | points | your code | your prediction | outcome |", "| --- | --- | --- | --- | --- |"]
     for cp in result.checkpoints:
-        outcome = "passed" if cp.passed else _md_text(cp.message or "failed", 400)
+        if cp.needs_manual_grade:
+            outcome = "awaiting a person's grade"
+        else:
+            outcome = "passed" if cp.passed else _md_text(cp.message or "failed", 400)
         code = f"{cp.behaviour_score:g} / {cp.behaviour_max:g}"
         prediction = f"{cp.prediction_score:g} / {cp.prediction_max:g}" if cp.prediction_max else "–"
         lines.append(f"| {_md_text(cp.grade_id, 80)} | {cp.score:g} / {cp.max_score:g} | {code} | {prediction} "
