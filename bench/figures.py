@@ -45,6 +45,14 @@ FIGURES: dict[str, dict[str, str]] = {
         "generator": "'extractive fallback' if generator is None "
                      "else f\"{generator.kind}: {generator.name.rstrip('/').rsplit('/', 1)[-1]}\"",
     },
+    # D: the launch report's promise vs what happened, the campaign's drift, rebuild vs rollback.
+    "colab_d_mlops": {
+        "holdout_accuracy": "float(holdout_metrics['accuracy'])",
+        "realised_accuracy_after_rule_change": "float(realised_accuracy)",
+        "default_rate_observed_vs_promised": "float(observed_default_rate / promised_default_rate)",
+        "psi_debt_ratio_campaign": "float(psi_by_window['weeks 12-13 (campaign)']['debt_ratio'])",
+        "rebuild_vs_rollback": "float(rebuild_and_restart_ms / rollback_ms)",
+    },
 }
 
 REQUIRED_NAMES: dict[str, list[str]] = {
@@ -52,6 +60,9 @@ REQUIRED_NAMES: dict[str, list[str]] = {
     "colab_b_streamlit": ["slow_run", "fast_run"],
     "colab_c_rag": ["chunks", "context_limit", "wrong_tokens", "fixed_tokens", "top_k_chunks",
                     "revenue_question", "chunk_embeddings", "generator"],
+    # D: holdout vs realised, the campaign's PSI, rebuild vs rollback.
+    "colab_d_mlops": ["holdout_metrics", "realised_accuracy", "promised_default_rate", "observed_default_rate",
+                      "psi_by_window", "rebuild_and_restart_ms", "rollback_ms"],
 }
 
 

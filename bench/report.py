@@ -165,6 +165,13 @@ def _figure_rows(name: str, f: dict) -> list[tuple[str, str]]:
                      f"{num('relevant_fraction_all_chunks', '{:.0%}')} / {num('relevant_fraction_top10', '{:.0%}')} / "
                      f"{num('relevant_fraction_top3', '{:.0%}')}"))
         rows.append(("generator", str(f.get("generator"))))
+    elif name == "colab_d_mlops":
+        rows.append(("accuracy: holdout promise vs realised after the rule change",
+                     f"{num('holdout_accuracy', '{:.3f}')} vs {num('realised_accuracy_after_rule_change', '{:.3f}')}"))
+        rows.append(("defaults among approved, observed / promised",
+                     fmt_ratio(numeric(f.get('default_rate_observed_vs_promised')))))
+        rows.append(("PSI of debt_ratio in the campaign weeks", num("psi_debt_ratio_campaign", "{:.2f}")))
+        rows.append(("rebuild + restart vs one-call rollback", fmt_ratio(numeric(f.get("rebuild_vs_rollback")))))
     else:
         for key, value in f.items():
             number = numeric(value)

@@ -131,6 +131,9 @@ FAKE_NAMESPACES = {
                     "wrong_tokens": [1000, 1100], "fixed_tokens": [100, 110], "revenue_question": "q",
                     "top_k_chunks": lambda question, chunks, embeddings, k=3: chunks[:k],
                     "chunk_embeddings": None, "generator": None},
+    "colab_d_mlops": {"holdout_metrics": {"accuracy": 0.73}, "realised_accuracy": 0.65, "promised_default_rate": 0.27,
+                      "observed_default_rate": 0.54, "psi_by_window": {"weeks 12-13 (campaign)": {"debt_ratio": 1.4}},
+                      "rebuild_and_restart_ms": 85.0, "rollback_ms": 7.0},
     "bench_mini": {"n_fits": 50, "slow_ms": 5.0, "fast_ms": 0.01},
 }
 

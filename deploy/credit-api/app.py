@@ -1,15 +1,15 @@
-"""The credit-scoring API as it runs in the container (deploy/credit-api/Dockerfile).
+# GENERATED from notebooks/colab_d_mlops.ipynb by tools/make_deploy.py: do not edit by hand,
+# change the notebook and run `python tools/make_deploy.py`.
+"""The credit-scoring API as it ships (written by the Colab D notebook).
 
-The same service the Colab A notebook builds, as a module: the bundle the notebook writes
-(credit_model.joblib + its manifest credit_model.json) is verified against the manifest's
-sha256 and loaded ONCE, at import; a missing, tampered or unknown file is refused and the
-process exits with a clear message instead of unpickling it. Requests are validated by a
-strict pydantic model (422 naming the field and the reason, never 500); /health answers for
-the container's HEALTHCHECK.
+It serves whichever bundle the POINTER file names: a small JSON file with the bundle's
+`artifact` (a file name next to the pointer), its `sha256` and its `model_version`. The
+pointer is re-read on every request (a few hundred bytes); the model is loaded only when the
+pointer changes, after its sha256 is verified: a rollback is one edit of the pointer, and the
+running service follows it on its next request, without a restart. Every request to /predict
+is logged (inputs, decision, status, latency, model version) when PREDICTION_LOG is set.
 
-    MODEL_DIR=.  uvicorn app:app --host 127.0.0.1 --port 8000
-Environment: MODEL_DIR (default: this file's folder), PREDICTION_LOG (a JSONL file to append
-every decision to; default: none, since the container's filesystem is not the place to keep it).
+    MODEL_POINTER=credit_model.json PREDICTION_LOG=predictions.jsonl uvicorn app:app --port 8000
 """
 
 from __future__ import annotations
@@ -18,29 +18,37 @@ import hashlib
 import json
 import os
 import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 import sklearn
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi_offline import FastAPIOffline  # FastAPI with the /docs page's assets served locally
 from pydantic import BaseModel, ConfigDict, Field
 
-MODEL_DIR = Path(os.environ.get("MODEL_DIR") or Path(__file__).resolve().parent)
-BUNDLE_PATH = MODEL_DIR / "credit_model.joblib"
-MANIFEST_PATH = MODEL_DIR / "credit_model.json"
+try:  # serves the /docs page's assets itself (no CDN); plain FastAPI where it is not installed
+    from fastapi_offline import FastAPIOffline as FastAPI
+except ImportError:
+    from fastapi import FastAPI
+
+HERE = Path(__file__).resolve().parent
+POINTER = Path(os.environ.get("MODEL_POINTER") or HERE / "credit_model.json")
+PREDICTION_LOG = os.environ.get("PREDICTION_LOG")  # unset in the image: its filesystem is not the place
 APPROVAL_THRESHOLD = 0.5  # approve when the predicted probability of default is below this
+CLOCK = lambda: datetime.now(UTC)  # noqa: E731 - the notebook fast-forwards it to simulate weeks
 
 
 class ArtifactRefused(RuntimeError):
     """A model file nobody can vouch for: it is never unpickled."""
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -48,29 +56,55 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_verified_bundle(artifact_path: Path, manifest_path: Path) -> dict:
+def load_pointed_bundle(pointer_bytes, folder):
+    """The bundle a pointer names, verified before unpickling; ArtifactRefused otherwise."""
     try:
-        expected = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as problem:
-        raise ArtifactRefused(f"refused {artifact_path}: no readable manifest at {manifest_path} ({problem})") from None
-    if expected.get("artifact") != artifact_path.name:
-        raise ArtifactRefused(f"refused {artifact_path}: the manifest describes {expected.get('artifact')!r}")
-    if not artifact_path.is_file():
-        raise ArtifactRefused(f"refused {artifact_path}: the file does not exist")
-    actual = file_sha256(artifact_path)
-    if actual != expected.get("sha256"):
-        raise ArtifactRefused(f"refused {artifact_path}: sha256 {actual[:12]}... differs from the manifest's "
-                              f"{str(expected.get('sha256'))[:12]}...; the file changed after it was published")
-    bundle = joblib.load(artifact_path)  # only now: these are exactly the published bytes
+        pointer = json.loads(pointer_bytes)
+        name, expected = pointer["artifact"], pointer["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactRefused("refused: the model pointer is not a JSON object with artifact and sha256") from None
+    artifact = folder / str(name)
+    if Path(str(name)).name != name or not artifact.is_file():
+        raise ArtifactRefused(f"refused {artifact}: not a file next to the pointer")
+    actual = file_sha256(artifact)
+    if actual != expected:
+        raise ArtifactRefused(f"refused {artifact}: sha256 {actual[:12]}... differs from the pointer's "
+                              f"{str(expected)[:12]}...; the file changed after it was published")
+    bundle = joblib.load(artifact)  # only now: these are exactly the published bytes
     trained_with = bundle.get("provenance", {}).get("library_versions", {}).get("scikit-learn")
     if trained_with and trained_with != sklearn.__version__:
-        raise ArtifactRefused(f"refused {artifact_path}: trained with scikit-learn {trained_with}, this image has "
-                              f"{sklearn.__version__}; pin scikit-learn=={trained_with} in requirements.txt")
+        raise ArtifactRefused(f"refused {artifact}: trained with scikit-learn {trained_with}, this runtime has "
+                              f"{sklearn.__version__}")
     return bundle
 
 
+class LiveModel:
+    """The bundle the pointer names, reloaded only when the pointer's bytes change."""
+
+    def __init__(self, pointer_path):
+        self.pointer_path = Path(pointer_path)
+        self.lock = threading.Lock()
+        self.pointer_bytes = self.pointer_path.read_bytes()
+        self.bundle = load_pointed_bundle(self.pointer_bytes, self.pointer_path.parent)
+
+    def current(self):
+        latest = self.pointer_path.read_bytes()  # cheap: a few hundred bytes per request
+        with self.lock:
+            if latest != self.pointer_bytes:
+                before = self.bundle["version"]
+                try:
+                    self.bundle = load_pointed_bundle(latest, self.pointer_path.parent)
+                    event = {"event": "model_switch", "from": before, "to": self.bundle["version"],
+                             "reason": json.loads(latest).get("reason", "")}
+                except ArtifactRefused as refusal:  # keep serving the model that was verified
+                    event = {"event": "switch_refused", "kept": before, "reason": str(refusal)}
+                self.pointer_bytes = latest
+                write_log({"timestamp": CLOCK().isoformat(), **event})
+            return self.bundle
+
+
 class CreditRequest(BaseModel):
-    # The notebook's contract: real finite JSON numbers, all five fields, nothing else.
+    # Real finite JSON numbers, all five fields, nothing else (Colab A's contract).
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
     income: float = Field(ge=0, le=5_000_000, description="annual income")
@@ -80,42 +114,31 @@ class CreditRequest(BaseModel):
     loan_amount: float = Field(gt=0, le=2_000_000, description="requested loan amount")
 
 
-class ValidationProblem(BaseModel):
-    field: str
-    loc: list[str]
-    msg: str
-    type: str
-
-
-class ValidationReport(BaseModel):
-    """What a 422 carries (documented on /docs as it is really sent: no echoed input)."""
-
-    detail: list[ValidationProblem]
-
-
 class CreditDecision(BaseModel):
     approved: bool
     probability: float = Field(ge=0, le=1, description="predicted probability of default")
     model_version: str
 
 
-try:
-    bundle = load_verified_bundle(BUNDLE_PATH, MANIFEST_PATH)  # once, at start-up
-except ArtifactRefused as refusal:
-    raise SystemExit(f"credit-api: {refusal}") from None
-if bundle["feature_names"] != list(CreditRequest.model_fields):
-    raise SystemExit(f"credit-api: the bundle's features {bundle['feature_names']} differ from the API's "
-                     f"{list(CreditRequest.model_fields)}")
-
-MODEL_VERSION = str(bundle["version"])
-PREDICTION_LOG = os.environ.get("PREDICTION_LOG")
 _log_lock = threading.Lock()
 
-app = FastAPIOffline(title="Credit scoring API", version=MODEL_VERSION)
+
+def write_log(record):
+    if PREDICTION_LOG:
+        with _log_lock, open(PREDICTION_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+
+try:
+    live_model = LiveModel(POINTER)  # verified and loaded once, at start-up
+except (OSError, ArtifactRefused) as refusal:
+    raise SystemExit(f"credit-api: {refusal}") from None
+
+app = FastAPI(title="Credit scoring API")
 
 
 @app.exception_handler(RequestValidationError)
-async def explain_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+async def explain_validation_error(request: Request, error: RequestValidationError):
     # Field, reason and type; never the offending input (a NaN cannot be written as JSON).
     problems = []
     for item in error.errors():
@@ -123,25 +146,39 @@ async def explain_validation_error(request: Request, error: RequestValidationErr
         field = location[-1] if len(location) > 1 and item.get("type") != "json_invalid" else "body"
         problems.append({"field": field, "loc": location, "msg": item.get("msg", "invalid value"),
                          "type": item.get("type", "value_error")})
+    request.state.log = {"inputs": None, "output": None, "invalid_fields": [p["field"] for p in problems]}
     return JSONResponse(status_code=422, content={"detail": problems})
 
 
+@app.middleware("http")
+async def log_every_prediction(request: Request, call_next):
+    started = time.perf_counter()
+    response = await call_next(request)
+    if request.url.path == "/predict":
+        request_id = uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id  # the key the actual outcome will be joined on
+        entry = getattr(request.state, "log", {"inputs": None, "output": None})
+        write_log({"timestamp": CLOCK().isoformat(), "request_id": request_id, "status": response.status_code,
+                   "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                   "model_version": live_model.bundle["version"], **entry})
+    return response
+
+
 @app.get("/health")
-def health() -> dict:
-    return {"status": "ok", "model_version": MODEL_VERSION}
+def health():
+    return {"status": "ok", "model_version": live_model.current()["version"]}
 
 
-@app.post("/predict", response_model=CreditDecision,
-          responses={422: {"model": ValidationReport, "description": "an impossible value: the field and the reason"}})
-def predict(applicant: CreditRequest) -> dict:
-    names = bundle["feature_names"]  # the schema travels with the model
-    row = pd.DataFrame([[getattr(applicant, name) for name in names]], columns=names)
-    probability = float(bundle["pipeline"].predict_proba(row)[0, 1])
+@app.post("/predict", response_model=CreditDecision)
+def predict(applicant: CreditRequest, request: Request):
+    bundle = live_model.current()
+    names, pipeline = bundle["feature_names"], bundle["pipeline"]  # the schema travels with the model
+    row = np.array([[getattr(applicant, name) for name in names]], dtype=float)
+    if hasattr(pipeline, "feature_names_in_"):  # a pipeline fitted on a DataFrame wants one back
+        row = pd.DataFrame(row, columns=names)
+    probability = float(pipeline.predict_proba(row)[0, 1])
     decision = {"approved": probability < APPROVAL_THRESHOLD, "probability": probability,
-                "model_version": MODEL_VERSION}
-    if PREDICTION_LOG:
-        record = {"timestamp": datetime.now(UTC).isoformat(), "model_version": MODEL_VERSION,
-                  "inputs": applicant.model_dump(), "output": decision}
-        with _log_lock, open(PREDICTION_LOG, "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
+                "model_version": str(bundle["version"])}
+    request.state.log = {"inputs": applicant.model_dump(), "output": decision,
+                         "model_version": decision["model_version"]}
     return decision
