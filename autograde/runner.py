@@ -168,11 +168,15 @@ class _Client(NotebookClient):
         return await super()._async_handle_timeout(timeout, cell)
 
     def _over_budget(self, cell_index: int, msg) -> bool:
+        """Whether this output would go over the cell's or the notebook's budget. Only what is
+        kept counts: a dropped flood does not eat the budget of the cells after it."""
         size = len(json.dumps(msg.get("content", {}), default=str))
         used = self._output_bytes.get(cell_index, 0) + size
+        if used > self._output_limit or self._notebook_bytes + size > self._notebook_limit:
+            return True
         self._output_bytes[cell_index] = used
         self._notebook_bytes += size
-        return used > self._output_limit or self._notebook_bytes > self._notebook_limit
+        return False
 
     def _note_truncated(self, outs, cell_index: int) -> None:
         if cell_index not in self.truncated_cells:
@@ -192,6 +196,8 @@ class _Client(NotebookClient):
         # An update replaces outputs in place, possibly in many cells at once: it counts
         # against the budget of the running cell like any output.
         if self._over_budget(self._current_index, msg):
+            if self._current_index not in self.truncated_cells:
+                self.truncated_cells.append(self._current_index)
             return None
         return super()._update_display_id(display_id, msg)
 
