@@ -22,6 +22,7 @@ import stat
 import struct
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.parse
@@ -96,7 +97,7 @@ print({marker!r} + __import__("json").dumps({out}, allow_nan=True))
 del {fn}, {out}, json_args_{token}
 '''
 
-_CALL_BODY = r'''
+CALL_BODY = r'''
     target = ns.get(args["name"])
     if target is None:
         raise NameError(args["name"] + " is not defined: run the cells that define it first")
@@ -105,7 +106,7 @@ _CALL_BODY = r'''
     result = target(*args["args"], **args["kwargs"])
 '''
 
-_VALUE_BODY = r'''
+VALUE_BODY = r'''
     if args["name"] not in ns:
         raise NameError(args["name"] + " is not defined")
     result = ns[args["name"]]
@@ -142,8 +143,9 @@ _STOP_BODY = r'''
 
 def snippet(body: str, args, marker: str) -> str:
     token = secrets.token_hex(6)
+    body = textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")  # the body of the request function
     code = _SNIPPET.format(fn=f"_autograde_request_{token}", out=f"_autograde_out_{token}", token=token,
-                           marker=marker, body=body.rstrip())
+                           marker=marker, body=body)
     return f"json_args_{token} = __import__('json').loads({json.dumps(args, allow_nan=True)!r})\n" + code
 
 
@@ -388,10 +390,10 @@ class KernelSession:
         return parse_answer(stdout, marker)
 
     def value(self, name: str):
-        return self.kernel(_VALUE_BODY, {"name": name})
+        return self.kernel(VALUE_BODY, {"name": name})
 
     def call(self, function: str, *args, **kwargs):
-        return self.kernel(_CALL_BODY, {"name": function, "args": list(args), "kwargs": kwargs})
+        return self.kernel(CALL_BODY, {"name": function, "args": list(args), "kwargs": kwargs})
 
     @contextlib.contextmanager
     def serve(self, app: str) -> Iterator[_Served]:

@@ -69,9 +69,8 @@ def _module_source(module: str) -> bytes:
     if spec is None or not spec.origin:
         return module.encode()
     data = Path(spec.origin).read_bytes()
-    probes = Path(spec.origin).parent / "probes"
-    stem = module.rsplit(".", 1)[-1]
-    for probe in sorted(probes.glob(f"{stem}_*.py")) if probes.is_dir() else []:
+    probes = Path(spec.origin).parent / "probes"  # any probe a declaration may run
+    for probe in sorted(probes.glob("*.py")) if probes.is_dir() else []:
         data += probe.read_bytes()
     return data
 

@@ -32,7 +32,7 @@ How each behaviour is observed:
   sends raw HTTP requests from its own side (raw text, so ``NaN``, ``Infinity`` or ``1e309``
   reach the server unchanged).
 - cp_a_no_skew: held-out applicants drawn per run from ``session.rng`` are sent to ``app``; the
-  probe ``probes/colab_a_bundle.py`` verifies the manifest's sha256, unpickles the bundle in a
+  probe ``probes/credit_bundle.py`` verifies the manifest's sha256, unpickles the bundle in a
   fresh sandbox and answers its ``predict_proba`` for the same rows; the judge compares.
 
 Predictions: cp_a_load_once's (``checkpoint_a2``) is the range of the measured slowdown of
@@ -48,7 +48,6 @@ object with exactly the five named, finite numeric fields, so its ``Prediction``
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import math
 import os
@@ -56,14 +55,13 @@ import pickle
 import posixpath
 import random
 import re
-from collections.abc import Callable
 
-from checkpoints.interface import Checkpoint, Prediction, Unavailable, Verdict, quote
+from checkpoints.interface import Checkpoint, Malformed, Prediction, Unavailable, Verdict, quote, robust
 
 FEATURES = ("income", "debt_ratio", "credit_score", "employment_years", "loan_amount")
 BUNDLE_NAME = "credit_model.joblib"
 MANIFEST_NAME = "credit_model.json"
-BUNDLE_PROBE = "colab_a_bundle"
+BUNDLE_PROBE = "credit_bundle"
 LOAD_ONCE_REQUESTS = 20
 NO_SKEW_APPLICANTS = 25
 SKEW_TOLERANCE = 1e-9
@@ -76,25 +74,6 @@ VALID_APPLICANT = {
     "employment_years": 6.0,
     "loan_amount": 18000.0,
 }
-
-
-class Malformed(Exception):
-    """Evidence that does not have the shape the judge expects (a judge fails on it, never crashes)."""
-
-
-def robust(judge: Callable[[dict], Verdict]) -> Callable[[object], Verdict]:
-    """A judge that fails, instead of raising, on evidence of an unexpected shape."""
-
-    @functools.wraps(judge)
-    def wrapper(evidence: object) -> Verdict:
-        try:
-            if type(evidence) is not dict:
-                raise Malformed("evidence is not an object")
-            return judge(evidence)
-        except (Malformed, KeyError, IndexError, TypeError, ValueError, AttributeError):
-            return Verdict.fail("the check could not read what your notebook produced")
-
-    return wrapper
 
 
 # ---------------------------------------------------------------------------------------

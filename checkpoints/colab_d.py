@@ -38,7 +38,7 @@ time; the expected values are computed here and never sent to the kernel):
 - cp_d_rollback: the grader makes two registry versions live in a random order (the notebook's
   ``point_live_to``), serves ``app`` from a kernel thread, sends held-out applicants from its own
   side, calls the student's ``rollback()``, and sends them again without restarting anything.
-  The probe ``probes/colab_d_bundle.py`` unpickles the earlier version's bundle from the registry
+  The probe ``probes/credit_bundle.py`` unpickles the earlier version's bundle from the registry
   (sha256 checked against the registry) in a fresh sandbox and answers its probabilities; after
   the rollback the service must answer with that version's ``model_version`` and exactly those
   probabilities.
@@ -46,18 +46,16 @@ time; the expected values are computed here and never sent to the kernel):
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
-from collections.abc import Callable
 
-from checkpoints.interface import Checkpoint, Prediction, Unavailable, Verdict, quote
+from checkpoints.interface import Checkpoint, Malformed, Prediction, Unavailable, Verdict, quote, robust
 
 FEATURES = ("income", "debt_ratio", "credit_score", "employment_years", "loan_amount")
 REGISTRY_FILE = "registry/registry.json"
 POINTER_FILE = "registry/LIVE.json"
-BUNDLE_PROBE = "colab_d_bundle"
+BUNDLE_PROBE = "credit_bundle"
 SUMMARY_KEYS = ("max_psi", "approval_rate", "baseline_approval_rate", "predicted_default_rate",
                 "observed_default_rate", "matured_loans")
 DRIFT_LABELS = ("concept", "data", "none")
@@ -73,25 +71,6 @@ GATE_TOLERANCE = 0.005
 GATED_METRICS = ("roc_auc", "accuracy")
 ROLLBACK_APPLICANTS = 6
 SCORE_TOLERANCE = 1e-9
-
-
-class Malformed(Exception):
-    """Evidence that does not have the shape the judge expects (a judge fails on it, never crashes)."""
-
-
-def robust(judge: Callable[[dict], Verdict]) -> Callable[[object], Verdict]:
-    """A judge that fails, instead of raising, on evidence of an unexpected shape."""
-
-    @functools.wraps(judge)
-    def wrapper(evidence: object) -> Verdict:
-        try:
-            if type(evidence) is not dict:
-                raise Malformed("evidence is not an object")
-            return judge(evidence)
-        except (Malformed, KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError):
-            return Verdict.fail("the check could not read what your notebook produced")
-
-    return wrapper
 
 
 def is_number(value: object) -> bool:

@@ -31,6 +31,7 @@ Nothing the kernel prints is a verdict: a kernel that lies can only hand over wr
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -157,6 +158,25 @@ class Session(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class Malformed(Exception):
+    """Evidence that does not have the shape a judge expects (the judge fails on it, never crashes)."""
+
+
+def robust(judge: Callable[[dict], Verdict]) -> Callable[[object], Verdict]:
+    """A judge that fails, instead of raising, on evidence of an unexpected shape."""
+
+    @functools.wraps(judge)
+    def wrapper(evidence: object) -> Verdict:
+        try:
+            if type(evidence) is not dict:
+                raise Malformed("evidence is not an object")
+            return judge(evidence)
+        except (Malformed, KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError):
+            return Verdict.fail("the check could not read what your notebook produced")
+
+    return wrapper
 
 
 def normalise(answer: JSON) -> str:

@@ -1,49 +1,41 @@
 """A ``Session`` without a kernel, for unit tests of checkpoint declarations.
 
-``FakeSession(namespace, run_dir)`` answers ``value`` and ``call`` from a dict of Python
-objects, passing everything through JSON exactly as the grader does (so a test sees the
-same plain data a judge will see), serves ASGI apps from a thread of the test process,
+``FakeSession(namespace, run_dir)`` answers ``value``, ``call`` and ``kernel`` from a dict of
+Python objects by running the grader's own request code against it and parsing its printed
+answer exactly as the grader does (so a test sees the same plain data a judge will see), serves ASGI apps from a thread of the test process,
 and observes files with the grader's own helpers. It is the test double of
 ``autograde.collect.KernelSession``; nothing here is used at grading time.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import io
 import json
-import math
 import random
+import secrets
 import socket
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
-from autograde.collect import OpenCounter, list_regular_files, read_regular_file, run_probe_process, send_http
+from autograde.collect import (
+    CALL_BODY,
+    VALUE_BODY,
+    OpenCounter,
+    list_regular_files,
+    parse_answer,
+    read_regular_file,
+    run_probe_process,
+    send_http,
+    snippet,
+)
 from autograde.limits import Limits
-from checkpoints.interface import Unavailable, quote, strict_json
-
-
-def _plain(value, depth: int = 0):
-    if depth > 32:
-        raise Unavailable("the value is nested too deeply")
-    kind = type(value)
-    if value is None or kind in (bool, int, str, float):
-        return value
-    if kind.__module__ == "numpy" and hasattr(value, "tolist"):
-        return _plain(value.tolist(), depth + 1)
-    if kind in (list, tuple):
-        return [_plain(v, depth + 1) for v in value]
-    if kind is dict:
-        return {(k if type(k) is str else str(k)): _plain(v, depth + 1) for k, v in value.items()}
-    raise Unavailable(f"TypeError: {quote('not plain data: ' + kind.__name__)}")
-
-
-def _through_json(value):
-    text = json.dumps(_plain(value), allow_nan=True)
-    return strict_json(json.loads(text))
+from checkpoints.interface import Unavailable
 
 
 @dataclass
@@ -60,30 +52,24 @@ class FakeSession:
         self.limits = limits or Limits()
         self.calls: list[tuple[str, list, dict]] = []  # what the checkpoint asked for
 
+    def kernel(self, code: str, args=None):
+        """The grader's own request code (``autograde.collect.snippet``), run here against the
+        namespace instead of a kernel's, and its printed answer parsed as the grader parses it."""
+        marker = f"[autograde-data {secrets.token_hex(8)}]"
+        shell = SimpleNamespace(user_ns=self.namespace)
+        scope = {"get_ipython": lambda: shell, "__builtins__": builtins}
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(snippet(code, args, marker), scope)  # noqa: S102 - test double: the code is the grader's own
+        return parse_answer(printed.getvalue(), marker)
+
     def value(self, name: str):
-        if name not in self.namespace:
-            raise Unavailable(f"NameError: {quote(name + ' is not defined')}")
-        return _through_json(self.namespace[name])
+        return self.kernel(VALUE_BODY, {"name": name})
 
     def call(self, function: str, *args, **kwargs):
-        target = self.namespace.get(function)
-        if target is None or not callable(target):
-            raise Unavailable(f"NameError: {quote(function + ' is not defined or not a function')}")
         args, kwargs = json.loads(json.dumps([list(args), kwargs], allow_nan=True))
         self.calls.append((function, args, kwargs))
-        try:
-            result = target(*args, **kwargs)
-        except Exception as exc:
-            raise Unavailable(f"{type(exc).__name__}: {quote(exc)}") from None
-        return _through_json(result)
-
-    def kernel(self, code: str, args=None):
-        scope = {"ns": self.namespace, "args": args, "math": math}
-        try:
-            exec(textwrap.dedent(code), scope)  # noqa: S102 - test double: the code is the grader's own
-        except Exception as exc:
-            raise Unavailable(f"{type(exc).__name__}: {quote(exc)}") from None
-        return _through_json(scope.get("result"))
+        return self.kernel(CALL_BODY, {"name": function, "args": args, "kwargs": kwargs})
 
     @contextlib.contextmanager
     def serve(self, app: str) -> Iterator[_Served]:
