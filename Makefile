@@ -7,6 +7,7 @@
 PYTHON_BOOTSTRAP ?= python3
 VENV ?= .venv
 COLAB_VENV ?= .venv-colab
+COLAB313_VENV ?= .venv-colab313
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -31,9 +32,12 @@ test: $(DEV_STAMP) browser-deps sandbox-deps
 	$(MAKE) test-colab
 
 # The student release in an environment pinned to Google Colab's versions.
+# A, B and D on Python 3.13 (as Colab), C on 3.11 (the CPU torch wheel); both at Colab's versions.
 test-colab: $(DEV_STAMP)
 	tools/colab_env.sh $(COLAB_VENV)
-	COLAB_VENV=$(abspath $(COLAB_VENV)) $(PY) -m pytest -q -p no:cacheprovider tests/test_colab_env.py
+	tools/colab_env_313.sh $(COLAB313_VENV)
+	COLAB_VENV=$(abspath $(COLAB_VENV)) COLAB313_VENV=$(abspath $(COLAB313_VENV)) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_colab_env.py
 
 # Debian's Chromium for the real-browser tests (driven by the playwright package; its own
 # browser download is never used).
@@ -78,4 +82,4 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(COLAB_VENV) build
+	rm -rf $(VENV) $(COLAB_VENV) $(COLAB313_VENV) build
