@@ -71,7 +71,7 @@ def render(results: list[NotebookResult]) -> str:
         if durations:
             parts.append(f"<p>Time per notebook: median {durations[len(durations) // 2]:.0f} s, "
                          f"longest {durations[-1]:.0f} s.</p>")
-        parts.append("<table><tr><th>checkpoint</th><th>points</th><th>passed</th><th></th>"
+        parts.append("<table><tr><th>checkpoint</th><th>points</th><th>code passed</th><th></th>"
                      "<th>predictions right</th><th>most common failures</th></tr>")
         for stats in checkpoint_stats(handed_in):
             share = stats["pass_rate"] or 0.0
@@ -102,24 +102,33 @@ def render(results: list[NotebookResult]) -> str:
 
 
 def checkpoint_stats(handed_in: list[NotebookResult], top: int = 3) -> list[dict]:
-    """Per checkpoint of one notebook: how many passed, how many predictions were right, and
-    the most common failure messages (the judge's words, so they group well)."""
+    """Per checkpoint of one notebook: how many students' code passed (the prediction apart),
+    how many predictions were right, and the most common failure messages (the judge's words,
+    so they group well)."""
     order = list(dict.fromkeys(c.grade_id for r in handed_in for c in r.checkpoints))
     stats = []
     for grade_id in order:
         outcomes = [c for r in handed_in for c in r.checkpoints if c.grade_id == grade_id]
-        failures = Counter(_first_clause(c.message) for c in outcomes if not c.passed and c.message)
+        worked = [_code_passed(c) for c in outcomes]
+        failures = Counter(_first_clause(c.message) for c, ok in zip(outcomes, worked) if not ok and c.message)
         stats.append({
             "checkpoint": grade_id,
             "points": outcomes[0].max_score if outcomes else 0.0,
             "handed_in": len(outcomes),
-            "passed": sum(c.passed for c in outcomes),
-            "pass_rate": round(sum(c.passed for c in outcomes) / len(outcomes), 3) if outcomes else None,
+            "passed": sum(worked),
+            "pass_rate": round(sum(worked) / len(outcomes), 3) if outcomes else None,
             "prediction_max": outcomes[0].prediction_max if outcomes else 0.0,
             "predictions_right": sum(c.prediction_score >= c.prediction_max > 0 for c in outcomes),
             "failures": failures.most_common(top),
         })
     return stats
+
+
+def _code_passed(checkpoint) -> bool:
+    """The student's code did what the checkpoint asks (its prediction is counted apart)."""
+    if checkpoint.behaviour_max:
+        return checkpoint.behaviour_score >= checkpoint.behaviour_max
+    return checkpoint.passed
 
 
 def _first_clause(message: str) -> str:
