@@ -13,6 +13,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 
 import nbformat
 import psutil
@@ -27,6 +28,7 @@ from autograde.limits import Limits
 ISOLATION, WHY_NOT = sandbox.availability()
 pytestmark = pytest.mark.skipif(not ISOLATION, reason=f"isolation unavailable here: {WHY_NOT}")
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKER = f"hostile-daemon-{uuid.uuid4().hex}"
 HONEST = ("honest-a", "honest-b", "honest-c")
 HUNT_SECONDS = 8  # long enough to overlap the honest runs on the other worker
@@ -72,7 +74,7 @@ findings = {"run_dirs": set(), "connection_files": set(), "sockets": set(), "con
 # Scratch places searched recursively; the big read-only trees (the interpreter, the
 # virtualenv) only at their top.
 places = ["/tmp", "/var/tmp", "/dev/shm", "/run", "/var/lock", "/home", "/srv", "/mnt"]
-findings["top_level"] = {p: sorted(os.listdir(p)) for p in ("/", "/work", "/work/main", "/root") if os.path.isdir(p)}
+findings["top_level"] = {p: sorted(os.listdir(p)) for p in ("/", "/work", REPO, "/root") if os.path.isdir(p)}
 deadline = time.time() + HUNT_SECONDS
 while time.time() < deadline:
     for place in places:
@@ -124,7 +126,8 @@ print("FINDINGS " + json.dumps({k: sorted(v) if isinstance(v, set) else v for k,
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, toy_release, toy_sources):
     folder = tmp_path_factory.mktemp("isolation")
-    hunt = f"DAEMON = {DAEMON!r}\nMARKER = {MARKER!r}\nHUNT_SECONDS = {HUNT_SECONDS}\n" + HUNT
+    hunt = (f"DAEMON = {DAEMON!r}\nMARKER = {MARKER!r}\nHUNT_SECONDS = {HUNT_SECONDS}\nREPO = {str(REPO_ROOT)!r}\n"
+            + HUNT)
     notebooks = {"hostile": submission_from(toy_release, CORRECT, prepend_cells=[hunt])}
     notebooks.update({name: submission_from(toy_release, CORRECT) for name in HONEST})
     for student, nb in notebooks.items():
@@ -159,7 +162,7 @@ def test_hostile_found_nothing_of_the_others(batch):
     for key in ("run_dirs", "connection_files", "sockets", "connected", "foreign_processes", "foreign_uids"):
         assert findings[key] == [], (key, findings[key])
     # ps shows its own sandbox only: the sandbox's init (root), its kernel, its daemon, ps.
-    assert findings["top_level"]["/work/main"] == [".venv"], findings["top_level"]
+    assert findings["top_level"][str(REPO_ROOT)] == [".venv"], findings["top_level"]
     users = {line.split()[1] for line in findings["ps"].splitlines()[1:] if line.strip()}
     assert users <= {"root", sandbox.SANDBOX_USER}, findings["ps"]
     assert len(findings["ps"].splitlines()) <= 6, findings["ps"]

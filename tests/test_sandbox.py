@@ -180,15 +180,20 @@ def probe(code: str, run_dir: Path, limits: Limits | None = None, timeout: float
 VIEW = """
 import json, os, pwd
 paths = {p: os.path.exists(p) for p in [
-    "/root/.bashrc", "/work/main/deploy", "/work/main/notebooks", "/work/main/autograde",
-    "/work/main/checkpoints", "/run/autograde-uids", "/sys/fs/cgroup", "/etc/shadow", SECRET]}
+    "/root/.bashrc", REPO + "/deploy", REPO + "/notebooks", REPO + "/autograde",
+    REPO + "/checkpoints", "/run/autograde-uids", "/sys/fs/cgroup", "/etc/shadow", SECRET]}
 print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
-                  "user": pwd.getpwuid(os.getuid()).pw_name, "work_main": sorted(os.listdir("/work/main")),
+                  "user": pwd.getpwuid(os.getuid()).pw_name, "work_main": sorted(os.listdir(REPO)),
                   "root": sorted(os.listdir("/")), "paths": paths,
                   "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
                   "caps": [l for l in open("/proc/self/status") if l.startswith(("CapEff", "CapBnd", "NoNewPrivs"))],
                   "pythonpath": os.environ.get("PYTHONPATH"), "home": os.environ["HOME"]}))
 """
+
+
+def _view(secret: Path) -> str:
+    """The VIEW probe for this checkout (wherever it was cloned) and this test's secret file."""
+    return VIEW.replace("SECRET", repr(str(secret))).replace("REPO", repr(str(REPO_ROOT)))
 
 
 def check_view(view: dict, run_dir: Path) -> None:
@@ -209,7 +214,7 @@ def check_view(view: dict, run_dir: Path) -> None:
 
 @isolated
 def test_probe_sees_only_the_allow_list(run_dir, secret):
-    result = probe(VIEW.replace("SECRET", repr(str(secret))), run_dir,
+    result = probe(_view(secret), run_dir,
                    env={"PYTHONPATH": f"{REPO_ROOT}:/somewhere/else"})
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
@@ -369,7 +374,7 @@ def test_two_kernels_are_isolated_from_each_other_and_the_machine(kernel_factory
     assert first.info.uid != second.info.uid
     views = []
     for kernel in (first, second):
-        views.append(json.loads(kernel.run(VIEW.replace("SECRET", repr(str(secret))))))
+        views.append(json.loads(kernel.run(_view(secret))))
         check_view(views[-1], kernel.run_dir)
         assert views[-1]["uid"] == kernel.info.uid
         assert views[-1]["pids"][:2] == [1, 2]  # the sandbox's init and the kernel: nobody else
@@ -464,7 +469,7 @@ def test_runner_executes_a_notebook_in_the_sandbox(tmp_path, secret):
     from autograde.runner import execute_notebook
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
-        VIEW.replace("SECRET", repr(str(secret))), "import time; time.sleep(100)", "print('after')")])
+        _view(secret), "import time; time.sleep(100)", "print('after')")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     result = execute_notebook(nb, cell_timeout=3, limits=Limits(sandbox=True, memory_mb=1000),
                               workdir=tmp_path / "run")
