@@ -268,6 +268,20 @@ class OpenCounter:
         os.close(self._fd)
 
 
+@contextlib.contextmanager
+def counting_opens(root: Path) -> Iterator[dict[str, int]]:
+    """Opens of each file below ``root`` while the block runs (filled when it ends)."""
+    counts: dict[str, int] = {}
+    counter = OpenCounter(root)
+    try:
+        counter.drain()
+        yield counts
+        time.sleep(0.05)  # let the last events reach the queue
+        counts.update(counter.drain())
+    finally:
+        counter.close()
+
+
 def safe_path(root: Path, relative: str) -> Path | None:
     """``relative`` below ``root``, with no symlink and no ``..`` on the way, or None."""
     base = Path(os.path.realpath(root))
@@ -416,17 +430,8 @@ class KernelSession:
 
         return in_network_of(self._access.netns_pid, send_all)
 
-    @contextlib.contextmanager
-    def count_opens(self) -> Iterator[dict[str, int]]:
-        counts: dict[str, int] = {}
-        counter = OpenCounter(self._access.run_dir)
-        try:
-            counter.drain()
-            yield counts
-            time.sleep(0.05)
-            counts.update(counter.drain())
-        finally:
-            counter.close()
+    def count_opens(self):
+        return counting_opens(self._access.run_dir)
 
     def read_file(self, path: str, max_bytes: int = 1_000_000) -> bytes | None:
         return read_regular_file(self._access.run_dir, path, max_bytes)

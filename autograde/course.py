@@ -28,7 +28,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograde.assignment import AUTOTESTS_FILE, COURSE_ID, IGNORED_FILES, Assignment, AssignmentError
-from autograde.submissions import IGNORED_PARTS, SYMLINKED_FOLDER_REASON, Collected, collect
+from autograde.submissions import IGNORED_PARTS, Collected, collect, student_folders
 from autograde.worker import MAX_STUDENT_FILE_BYTES, MAX_STUDENT_FILES
 
 CONFIG_FILE = "nbgrader_config.py"
@@ -85,18 +85,7 @@ class Course:
         if not root.is_dir():
             collected.warnings.append(f"{root} does not exist: nothing was submitted")
             return collected, folders
-        for entry in sorted(os.scandir(root), key=lambda e: e.name):
-            if entry.name in IGNORED_PARTS or entry.name.startswith("."):
-                continue
-            student = entry.name
-            if entry.is_symlink():
-                if os.path.isdir(entry.path):
-                    collected.students[student] = {}
-                    for name in notebook_names:
-                        collected.rejected[(student, name)] = SYMLINKED_FOLDER_REASON
-                continue
-            if not entry.is_dir(follow_symlinks=False):
-                continue
+        for student, entry in student_folders(root, notebook_names, collected):
             if not os.path.lexists(os.path.join(entry.path, self.assignment_id)):
                 continue  # nbgrader grades only those who submitted this assignment
             own = collect(entry.path, notebook_names)  # its sub-folders are assignments

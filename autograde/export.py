@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograde.provenance import load_rows
 from autograde.safe_output import csv_cell
 
 CANVAS_IDENTITY = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
@@ -38,15 +39,10 @@ class Exported:
 
 
 def load_results(results: Path) -> list[dict]:
-    path = Path(results)
-    path = path / "results.json" if path.is_dir() else path
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{path} is not a grading run's results.json ({exc})") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "student" in r for r in rows):
-        raise ExportError(f"{path} does not hold grading results")
-    return rows
+        return load_rows(results)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _by_student(rows: list[dict]) -> tuple[list[str], list[str], dict[str, dict[str, dict]]]:

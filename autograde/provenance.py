@@ -155,7 +155,7 @@ def load_rows(results: Path) -> list[dict]:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} is not a grading run's results.json ({exc})") from None
-    if not isinstance(rows, list):
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "student" in r for r in rows):
         raise ValueError(f"{path} does not hold grading results")
     return rows
 

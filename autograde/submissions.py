@@ -75,6 +75,23 @@ class Collected:
             shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
+def student_folders(root: Path, notebook_names: list[str], collected: Collected):
+    """The real student folders of ``root`` as (student, entry), in name order. A linked
+    folder is a student whose files are not read: each of their notebooks is recorded in
+    ``collected.rejected`` with the reason, never dropped."""
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name in IGNORED_PARTS or entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            if os.path.isdir(entry.path):
+                collected.students[entry.name] = {}
+                for name in notebook_names:
+                    collected.rejected[(entry.name, name)] = SYMLINKED_FOLDER_REASON
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield entry.name, entry
+
+
 def canonical_name(filename: str) -> str:
     """'Copy of colab_a_fastapi (1).ipynb' -> 'colab_a_fastapi'."""
     stem = filename[: -len(".ipynb")] if filename.lower().endswith(".ipynb") else filename
@@ -383,18 +400,7 @@ def _collect_folder(root: Path, notebook_names: list[str],
             candidates.setdefault((parts[0], name), []).append((None, parts[-1], reason, 0.0))
         elif len(parts) == 1 and name is not None:
             collected.warnings.append(f"{parts[0]} is not inside a student folder and was skipped: {reason}")
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name in IGNORED_PARTS or entry.name.startswith("."):
-            continue
-        student = entry.name
-        if entry.is_symlink():
-            if os.path.isdir(entry.path):  # a linked folder: a student, whose files are not read
-                collected.students[student] = {}
-                for name in notebook_names:
-                    collected.rejected[(student, name)] = SYMLINKED_FOLDER_REASON
-            continue
-        if not entry.is_dir(follow_symlinks=False):
-            continue
+    for student, entry in student_folders(root, notebook_names, collected):
         collected.students.setdefault(student, {})
         budget = [MAX_ENTRIES_PER_STUDENT]
         for file, st in _walk(Path(entry.path), budget):

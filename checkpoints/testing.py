@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from autograde.collect import (
     CALL_BODY,
     VALUE_BODY,
-    OpenCounter,
+    counting_opens,
     list_regular_files,
     parse_answer,
     read_regular_file,
@@ -100,17 +100,8 @@ class FakeSession:
         url = server.url if hasattr(server, "url") else str(server)
         return [send_http(url, spec) for spec in requests]
 
-    @contextlib.contextmanager
-    def count_opens(self) -> Iterator[dict[str, int]]:
-        counts: dict[str, int] = {}
-        counter = OpenCounter(self.run_dir)
-        try:
-            counter.drain()
-            yield counts
-            time.sleep(0.05)
-            counts.update(counter.drain())
-        finally:
-            counter.close()
+    def count_opens(self):
+        return counting_opens(self.run_dir)
 
     def read_file(self, path: str, max_bytes: int = 1_000_000) -> bytes | None:
         return read_regular_file(self.run_dir, path, max_bytes)
