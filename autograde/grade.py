@@ -270,10 +270,6 @@ def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions
         if out.exists() and force:
             _clear_results(out)
         out.mkdir(parents=True, exist_ok=True)
-        salt_home = Path(regrade) / "nbgrader" if regrade is not None else out / "nbgrader"
-        options = replace(options, heldout_salt=provenance.heldout_salt(salt_home))
-        if regrade is not None:
-            provenance.keep_salt(options.heldout_salt, out / "nbgrader")
         if course is not None:
             assignment = build_assignment(out / "nbgrader", sources, assignment_id=course.assignment_id,
                                           course_id=course.course_id, autotests=course.autotests,
@@ -282,6 +278,8 @@ def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions
             assignment = build_assignment(out / "nbgrader", sources, reuse=True)
         if assignment.reused:
             console.print("[dim]sources unchanged: reusing the generated assignment[/dim]")
+        # After the build: generating the assignment starts its folder afresh, salt included.
+        options = replace(options, heldout_salt=_heldout_salt(out, regrade, console))
         # Student kernels must not see the gradebook, other students' feedback or the sources.
         hidden = {Path(p).resolve().parent for p in sources} | {out.resolve(), Path(submissions).resolve()}
         if course is not None:
@@ -321,6 +319,19 @@ def print_regrade(changes, console: Console) -> None:
     console.print(f"regrade: {len(changes) - len(moved)} row(s) unchanged, {len(moved)} changed")
     for c in moved:
         console.print(f"  {escape(c.student)} / {c.notebook}: {c.change} ({escape(c.reason)})")
+
+
+def _heldout_salt(out: Path, regrade: Path | None, console: Console) -> str:
+    """The salt held-out inputs are drawn with: a regrade reuses its previous results' salt."""
+    if regrade is not None:
+        previous = Path(regrade) / "nbgrader" / provenance.SALT_FILE
+        if previous.is_file():
+            salt = previous.read_text().strip()
+            provenance.keep_salt(salt, out / "nbgrader")
+            return salt
+        console.print(f"[yellow]warning:[/yellow] {escape(str(regrade))} keeps no held-out salt: held-out "
+                      "inputs are drawn afresh, so scores that depend on them may differ")
+    return provenance.heldout_salt(out / "nbgrader")
 
 
 def _clear_results(out: Path) -> None:

@@ -44,8 +44,9 @@ def batches(tmp_path_factory):
     source = write_judged_source(tmp_path_factory.mktemp("regrade_source"))
     (release_path,) = release(tmp_path_factory.mktemp("regrade_release"), [source])
     folder = tmp_path_factory.mktemp("regrade_class")
-    # A half-right add: right on positive inputs only, so its score depends on the inputs drawn.
-    half_right = "def add(a, b):\n    return a + b if a > 0 else a - b"
+    # A partly right add: right on a few inputs only, so what it is judged on depends on the inputs
+    # drawn (it fails on the first input below 900, and the message names that input).
+    half_right = "def add(a, b):\n    return a + b if a > 900 else a - b"
     for name, answers in {"right": CORRECT_ANSWERS, "wrong": {**CORRECT_ANSWERS, "add": WRONG_ADD},
                           "half": {**CORRECT_ANSWERS, "add": half_right}}.items():
         (folder / name).mkdir()
@@ -70,6 +71,21 @@ def test_regrading_an_unchanged_batch_changes_nothing(batches):
     rows = _regrade_rows(second)
     assert {r["change"] for r in rows.values()} == {"same"}, rows
     assert all(r["reason"] == "" for r in rows.values())
+
+
+def _messages(folder):
+    return {(r["student"], r["checkpoint"]): r["message"]
+            for r in csv.DictReader(open(folder / "checkpoints.csv", encoding="utf-8"))}
+
+
+def test_a_regrade_draws_the_same_heldout_inputs(batches):
+    # The partly right add fails on the first input below 900 drawn, and its message names it:
+    # equal messages mean the regrade called the student's code with the very same inputs.
+    first, second, _ = batches
+    before, after = _messages(first), _messages(second)
+    assert before[("half", "cp_add")] == after[("half", "cp_add")]
+    assert "returned" in before[("half", "cp_add")], before
+    assert (first / "nbgrader" / "heldout-salt").read_text() == (second / "nbgrader" / "heldout-salt").read_text()
 
 
 def test_a_changed_submission_is_named_as_the_reason(batches):
