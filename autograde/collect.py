@@ -18,10 +18,13 @@ import json
 import os
 import random
 import secrets
+import select
+import shutil
 import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -228,11 +231,17 @@ class OpenCounter:
     """Counts opens of every file below a folder with inotify: the kernel's file system
     events, seen from the grader, whatever the student's process does to itself."""
 
+    SETTLE_TIMEOUT_S = 2.0
+
     def __init__(self, root: Path, max_dirs: int = 256) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify is not available")
+        # A folder of the grader's own, out of the student's sight: an open there is a marker
+        # in the event queue (one queue, in order), so settle() knows every earlier event has arrived.
+        self._sync_dir = Path(tempfile.mkdtemp(prefix="autograde-sync-"))
+        self._sync_wd = self._libc.inotify_add_watch(self._fd, os.fsencode(self._sync_dir), IN_OPEN)
         self._dirs: dict[int, str] = {}
         for dirpath, dirnames, _ in os.walk(root):
             dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
@@ -246,26 +255,60 @@ class OpenCounter:
                 self._dirs[wd] = os.path.relpath(dirpath, root)
         self.counts: dict[str, int] = {}
 
-    def drain(self) -> dict[str, int]:
+    def _consume(self, data: bytes, marker: str | None = None) -> bool:
+        """Count the opens in ``data``; True when it holds the open of ``marker``."""
         header = struct.calcsize("iIII")
+        offset, seen = 0, False
+        while offset + header <= len(data):
+            wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+            name = data[offset + header: offset + header + length].split(b"\0", 1)[0].decode(errors="replace")
+            offset += header + length
+            if wd == self._sync_wd:
+                seen = seen or name == marker
+            elif mask & IN_OPEN and name:
+                folder = self._dirs.get(wd, "?")
+                path = name if folder == "." else f"{folder}/{name}"
+                self.counts[path] = self.counts.get(path, 0) + 1
+        return seen
+
+    def drain(self) -> dict[str, int]:
+        """Count what the queue holds now."""
         while True:
             try:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
                 break
-            offset = 0
-            while offset + header <= len(data):
-                wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
-                name = data[offset + header: offset + header + length].split(b"\0", 1)[0].decode(errors="replace")
-                offset += header + length
-                if mask & IN_OPEN and name:
-                    folder = self._dirs.get(wd, "?")
-                    path = name if folder == "." else f"{folder}/{name}"
-                    self.counts[path] = self.counts.get(path, 0) + 1
+            self._consume(data)
         return self.counts
+
+    def settle(self) -> dict[str, int]:
+        """Count every open made before this call: put a marker in the queue and read up to it
+        (rather than sleeping and hoping the last events have arrived)."""
+        marker = f"sync-{secrets.token_hex(4)}"
+        if self._sync_wd < 0:
+            time.sleep(0.05)
+            return self.drain()
+        path = self._sync_dir / marker
+        with open(path, "w"):
+            pass
+        path.unlink()
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        deadline = time.monotonic() + self.SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not poller.poll(max(int((deadline - time.monotonic()) * 1000), 1)):
+                continue
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            if self._consume(data, marker):
+                return self.drain()
+        return self.drain()
 
     def close(self) -> None:
         os.close(self._fd)
+        shutil.rmtree(self._sync_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -275,9 +318,9 @@ def counting_opens(root: Path) -> Iterator[dict[str, int]]:
     counter = OpenCounter(root)
     try:
         counter.drain()
+        counter.counts.clear()  # opens from before the block are not its own
         yield counts
-        time.sleep(0.05)  # let the last events reach the queue
-        counts.update(counter.drain())
+        counts.update(counter.settle())
     finally:
         counter.close()
 

@@ -52,6 +52,7 @@ class CheckpointResult:
     # A person grades it (a task, a written answer, a graded code answer), as in nbgrader:
     # its score stays empty in the gradebook until they do.
     needs_manual_grade: bool = False
+    seconds: float = 0.0  # collecting and judging it, outside the kernel (where a batch's time goes)
 
     def __post_init__(self) -> None:
         if not self.behaviour_max and not self.prediction_max:
@@ -363,7 +364,8 @@ def _from_outcome(outcome: Outcome) -> CheckpointResult:
     return CheckpointResult(
         outcome.grade_id, outcome.score, outcome.points, _short(outcome.message, 400), judged="outside",
         behaviour_score=outcome.behaviour_score, behaviour_max=outcome.behaviour_max,
-        prediction_score=outcome.prediction_score, prediction_max=outcome.prediction_points)
+        prediction_score=outcome.prediction_score, prediction_max=outcome.prediction_points,
+        seconds=round(outcome.seconds, 3))
 
 
 def score_cells(executed: nbformat.NotebookNode, spec: NotebookSpec, nonce: str | None = None,
