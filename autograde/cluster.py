@@ -63,16 +63,19 @@ def connect(address: str, workers: int):
 def run_on_dask(pending: dict[int, GradeJob], address: str, workers: int,
                 finish: Callable[[int, NotebookResult], None],
                 with_feedback: Callable[[NotebookResult, GradeJob], NotebookResult],
-                crashed: Callable[[GradeJob, str], NotebookResult]) -> None:
+                crashed: Callable[[GradeJob, str], NotebookResult], order: list[int] | None = None) -> None:
     """Grade ``pending`` on the cluster; ``finish(index, result)`` is called here exactly
-    once per job, in completion order."""
+    once per job, in completion order. ``order`` is the start order wanted (longest first):
+    the scheduler gets it as task priorities."""
+    rank = {index: position for position, index in enumerate(order or sorted(pending))}
     client, cluster = connect(address, workers)
     try:
         client.register_plugin(SubreaperPlugin(), name=SubreaperPlugin.name)
         batch = uuid.uuid4().hex[:8]
         jobs = {index: _portable(job) for index, job in pending.items()}
         futures = {
-            client.submit(grade_notebook, job, key=f"autograde-{batch}-{index}", pure=False, retries=RETRIES): index
+            client.submit(grade_notebook, job, key=f"autograde-{batch}-{index}", pure=False, retries=RETRIES,
+                          priority=len(rank) - rank.get(index, len(rank))): index
             for index, job in jobs.items()
         }
         done: set[int] = set()

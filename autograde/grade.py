@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +36,7 @@ from autograde.assignment import (
 from autograde.feedback import write_feedback
 from autograde.runner import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, Limits, become_subreaper
 from autograde.safe_output import csv_cell, plain_student_text
+from autograde.schedule import LongestFirst, load_timings, save_timings
 from autograde.submissions import collect
 from autograde.summary import write_summary
 from autograde.worker import (
@@ -91,11 +92,13 @@ def _worker_init() -> None:
 
 
 def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | None = None,
-             label: str = "grading") -> list[NotebookResult]:
+             label: str = "grading", timings: Path | None = None) -> list[NotebookResult]:
     """Grade every job over ``options.workers`` local processes, or on a Dask cluster when
-    ``options.scheduler`` is set, with a progress bar. Either way this process receives every
-    result and writes every output."""
+    ``options.scheduler`` is set, with a progress bar, longest expected jobs first (learnt
+    from the batch before, kept in ``timings``, and from this one). Either way this process
+    receives every result and writes every output."""
     console = console or Console(stderr=True)
+    planner = LongestFirst(load_timings(timings) if timings is not None else None)
     results: dict[int, NotebookResult] = {}
     pending = {i: job for i, job in enumerate(jobs) if job.path is not None or job.rejected}
     for i, job in enumerate(jobs):
@@ -110,45 +113,64 @@ def run_jobs(jobs: list[GradeJob], options: GradeOptions, console: Console | Non
         def finish(index: int, result: NotebookResult) -> None:
             """Called once per job, in this process: the single writer of every output."""
             results[index] = result
+            planner.record(result.notebook, result.duration_s)
             progress.update(task, advance=1, last=_progress_label(result))
 
         if options.scheduler:
             from autograde.cluster import run_on_dask
 
-            run_on_dask(pending, options.scheduler, options.workers, finish, _with_feedback, _crashed)
+            run_on_dask(pending, options.scheduler, options.workers, finish, _with_feedback, _crashed,
+                        order=planner.order(pending))
         else:
-            _run_local(pending, options.workers, finish)
+            _run_local(pending, options.workers, finish, planner)
+    if timings is not None:
+        save_timings(timings, planner.medians())
     return [results[i] for i in range(len(jobs))]
 
 
-def _run_local(pending: dict[int, GradeJob], workers: int, finish) -> None:
-    """The jobs over local worker processes. A worker process that dies (killed by the OS,
-    say) costs only the job it was running: that job is reported as crashed, the pool is
-    rebuilt, and the rest go on."""
+def _run_local(pending: dict[int, GradeJob], workers: int, finish, planner: LongestFirst,
+               work=grade_notebook) -> None:
+    """The jobs over local worker processes, started one by one as workers free up, the
+    longest expected first (``planner``). A worker process that dies (killed by the OS, say)
+    costs only the jobs it had in flight: those are retried one at a time so only the culprit
+    is reported as crashed, the pool is rebuilt, and the rest go on."""
     pending = dict(pending)
     while pending:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max(1, min(workers, len(pending))), mp_context=context,
+        size = max(1, min(workers, len(pending)))
+        waiting = dict(pending)
+        running: dict[Future, int] = {}
+        suspects: list[int] = []
+        broken = False
+        with ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures: dict[Future, int] = {pool.submit(grade_notebook, job): i for i, job in pending.items()}
-            broken = False
-            for future in as_completed(futures):
-                index = futures[future]
-                job = pending[index]
-                try:
-                    result = _with_feedback(future.result(), job)
-                except BrokenProcessPool:
-                    broken = True
-                    continue
-                except Exception as exc:  # a bug of ours must not stop the batch
-                    result = _crashed(job, f"grader error: {type(exc).__name__}: {exc}")
-                del pending[index]
-                finish(index, result)
-            if broken:
-                # Which job killed the pool is unknowable; retry the unfinished ones one at a
-                # time so only the culprit is marked crashed.
-                for index in list(pending):
-                    finish(index, _run_isolated(pending.pop(index)))
+            while (waiting or running) and not broken:
+                while waiting and len(running) <= size:  # one queued beyond the workers: none waits on us
+                    index = planner.pick(waiting)
+                    try:
+                        running[pool.submit(work, waiting[index])] = index
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                    del waiting[index]
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    try:
+                        result = _with_feedback(future.result(), pending[index])
+                    except BrokenProcessPool:
+                        suspects.append(index)
+                        broken = True
+                        continue
+                    except Exception as exc:  # a bug of ours must not stop the batch
+                        result = _crashed(pending[index], f"grader error: {type(exc).__name__}: {exc}")
+                    del pending[index]
+                    finish(index, result)
+            # A broken pool fails every job it had in flight; which one killed it is unknowable.
+            suspects.extend(running.values())
+        for index in sorted(suspects):
+            finish(index, _run_isolated(pending.pop(index), work))
 
 
 def _with_feedback(result: NotebookResult, job: GradeJob) -> NotebookResult:
@@ -162,11 +184,11 @@ def _with_feedback(result: NotebookResult, job: GradeJob) -> NotebookResult:
     return result
 
 
-def _run_isolated(job: GradeJob) -> NotebookResult:
+def _run_isolated(job: GradeJob, work=grade_notebook) -> NotebookResult:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init) as pool:
         try:
-            return _with_feedback(pool.submit(grade_notebook, job).result(), job)
+            return _with_feedback(pool.submit(work, job).result(), job)
         except BrokenProcessPool:
             return _crashed(job, "the grading process was killed (memory or process limit?)")
         except Exception as exc:
@@ -292,7 +314,7 @@ def grade(submissions: str | Path | None, out: str | Path, options: GradeOptions
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         jobs = make_jobs(collected.students, assignment, out / "feedback", options, collected.notes,
                          collected.rejected, with_student_files=True)
-        results = run_jobs(jobs, options, console=console)
+        results = run_jobs(jobs, options, console=console, timings=out / "nbgrader")
     finally:
         collected.close()
     if course is not None:
