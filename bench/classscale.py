@@ -11,6 +11,7 @@ where the time went by phase (from results.json, ``autograde/phases.py``).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -79,11 +80,27 @@ def build_class(sources: list[Path], n: int, folder: Path) -> Path:
     return folder
 
 
+NOTEBOOK_PHASES = ("kernel_start", "imports", "model_loads", "student_cells")  # the notebook's own work
+GRADING_PHASES = ("scan", "hidden_checks", "reports")  # the grader's
+
+
+def _machine_cpu_seconds() -> float | None:
+    """CPU time the whole machine has spent busy (all processes, all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, scheduler: str | None = None) -> dict:
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _machine_cpu_seconds()
     results = grade(folder, out, GradeOptions(workers=workers, limits=Limits(sandbox=True), scheduler=scheduler),
                     sources=sources, force=True)
     wall = time.perf_counter() - started
+    cpu_after = _machine_cpu_seconds()
+    busy = round(cpu_after - cpu_before, 1) if cpu_before is not None and cpu_after is not None else None
     students = len({r.student for r in results})
     phases: dict[str, dict[str, float]] = {}
     for r in results:
@@ -101,8 +118,17 @@ def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, sche
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
+    per_student = max(students, 1)
     return {"students": students, "workers": workers, "scheduler": scheduler, "wall_s": round(wall, 1),
-            "s_per_student": round(wall / max(students, 1), 2), "statuses": statuses,
+            "s_per_student": round(wall / per_student, 2), "statuses": statuses,
+            # Where a student's seconds go, summed over their notebooks: the notebooks' own work
+            # (the floor any grader pays) against the grader's; and how busy the machine was.
+            "notebook_work_s_per_student": round(sum(phases[nb].get(k, 0.0) for nb in phases
+                                                     for k in NOTEBOOK_PHASES) / per_student, 2),
+            "grading_work_s_per_student": round(sum(phases[nb].get(k, 0.0) for nb in phases
+                                                    for k in GRADING_PHASES) / per_student, 2),
+            "machine_cpu_s_per_student": round(busy / per_student, 2) if busy is not None else None,
+            "machine_busy_share": round(busy / (wall * (os.cpu_count() or 1)), 3) if busy is not None else None,
             "notebooks": per_notebook,
             "overhead_in_worker_s": _median([r.duration_s - r.execution_s - r.kernel_start_s
                                               - r.phases.get("scan", 0.0) for r in results if r.execution_s])}
@@ -152,6 +178,12 @@ def table_rows(data: dict) -> list[tuple[str, str, str]]:
     for p in data["points"]:
         rows.append((f"{p['students']} students x {len(p['notebooks'])} notebooks, {p['workers']} workers",
                      f"{p['wall_s']:.0f} s = {p['s_per_student']:.1f} s/student", "<= 18 s/student"))
+        if p.get("notebook_work_s_per_student") is not None:
+            busy = "" if p.get("machine_busy_share") is None else \
+                f"; machine {p['machine_busy_share']:.0%} busy, {p['machine_cpu_s_per_student']:.0f} CPU-s/student"
+            rows.append((f"  per student ({p['students']}): notebooks' own work vs the grader's",
+                         f"{p['notebook_work_s_per_student']:.1f} s vs {p['grading_work_s_per_student']:.1f} s{busy}",
+                         ""))
     if data.get("fit"):
         fit = data["fit"]
         rows.append(("projection to 100 students (line over the sizes)",
