@@ -9,7 +9,6 @@ that is malformed, must fail with a message.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 import json
@@ -20,6 +19,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from notebook_definitions import code_sources, exec_definitions
 
 from checkpoints import colab_c
 from checkpoints.interface import Unavailable, Verdict, load_checkpoints, marker_module, normalise, strict_json
@@ -57,24 +57,12 @@ def _cells() -> list[nbformat.NotebookNode]:
 
 
 def _code_sources() -> list[str]:
-    return [cell.source for cell in _cells() if cell.cell_type == "code"]
+    return code_sources(NOTEBOOK)
 
 
 def _exec_definitions(names: set[str], namespace: dict) -> dict:
     """Run the notebook's top-level assignments and functions that define ``names``."""
-    kept = []
-    for source in _code_sources():
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            defined = ({t.id for t in node.targets if isinstance(t, ast.Name)} if isinstance(node, ast.Assign)
-                       else {node.name} if isinstance(node, ast.FunctionDef) else set())
-            if defined & names:
-                kept.append(node)
-    exec(compile(ast.Module(body=kept, type_ignores=[]), "colab_c_notebook", "exec"), namespace)
-    return namespace
+    return exec_definitions(NOTEBOOK, names, namespace)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from notebook_definitions import code_sources, exec_definitions
 
 from checkpoints import colab_c
 
@@ -79,23 +80,11 @@ NAMES = {"TRANSCRIPTS_1", "TRANSCRIPTS_2", "TURN", "SENTENCE_END", "BOILERPLATE_
 
 
 def _code_cells() -> list[str]:
-    return [c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    return code_sources(NOTEBOOK)
 
 
 def _definitions(names: set[str], namespace: dict) -> dict:
-    kept = []
-    for source in _code_cells():
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            defined = ({t.id for t in node.targets if isinstance(t, ast.Name)} if isinstance(node, ast.Assign)
-                       else {node.name} if isinstance(node, ast.FunctionDef) else set())
-            if defined & names:
-                kept.append(node)
-    exec(compile(ast.Module(body=kept, type_ignores=[]), str(NOTEBOOK), "exec"), namespace)
-    return namespace
+    return exec_definitions(NOTEBOOK, names, namespace)
 
 
 @pytest.fixture(scope="module")
