@@ -586,7 +586,7 @@ class CheckpointRunner:
     declarations: dict[str, tuple[Checkpoint, float]]  # grade_id -> (declaration, cell points)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     seed: int | None = None  # None: fresh held-out inputs; else derived per checkpoint (reproducible regrades)
-    kernel_env: dict[str, str] = field(default_factory=dict)  # the checkpoint modules' KERNEL_ENV
+    kernel_env: dict[str, str] = field(default_factory=dict)  # the kernel's extra environment, for probes too
 
     def handles(self, cell) -> bool:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")

@@ -235,6 +235,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             model_cache=options.model_cache,
             support_files=support,
             heldout_salt=options.heldout_salt,
+            concurrent_runs=options.workers if options.scheduler in (None, "local") else 1,
             student_files=_carried(student_files(notebooks[name].parent), remote)
             if with_student_files and notebooks.get(name) is not None else [],
         )
