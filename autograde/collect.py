@@ -22,8 +22,6 @@ import select
 import shutil
 import stat
 import struct
-import subprocess
-import sys
 import tempfile
 import textwrap
 import threading
@@ -36,6 +34,7 @@ from pathlib import Path
 import nbformat
 
 from autograde.limits import Limits
+from autograde.probes import PROBES_DIR, ProbePool, run_probe_process  # noqa: F401 (the probes' API, here too)
 from checkpoints.interface import (
     Checkpoint,
     Prediction,
@@ -47,7 +46,6 @@ from checkpoints.interface import (
     strict_json,
 )
 
-PROBES_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "probes"
 MAX_HTTP_BODY = 64_000
 MAX_RESULT_CHARS = 4_000_000
 CLONE_NEWNET = 0x40000000
@@ -63,6 +61,7 @@ class KernelAccess:
     run_dir: Path
     netns_pid: int | None
     limits: Limits
+    probes: ProbePool = field(default_factory=ProbePool)  # kept for the execution; the runner closes them
 
 
 class KernelGone(RuntimeError):
@@ -371,41 +370,6 @@ def list_regular_files(root: Path, folder: str = ".", limit: int = 2000) -> list
     return sorted(found)
 
 
-def run_probe_process(script: str, payload, *, run_dir: Path, limits: Limits, timeout: float,
-                      writable: bool = False, extra_env: dict[str, str] | None = None) -> object:
-    """A grader probe over the run folder, in a fresh sandbox when the kernel had one."""
-    path = PROBES_DIR / f"{script}.py"
-    if not path.is_file():
-        raise Unavailable(f"no probe named {script}")
-    argv = [sys.executable, "-I", str(path)]
-    env = {"HOME": str(run_dir), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
-           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONDONTWRITEBYTECODE": "1",
-           **(extra_env or {})}
-    try:
-        from autograde import sandbox
-
-        runner = getattr(sandbox, "run_sandboxed", None)
-    except ImportError:
-        runner = None
-    try:
-        if runner is not None:
-            proc = runner(argv, run_dir=run_dir, limits=limits, timeout=timeout, input=json.dumps(payload),
-                          writable=writable, ro_binds=[PROBES_DIR], env=env)
-        else:
-            proc = subprocess.run(argv, input=json.dumps(payload), capture_output=True, text=True,
-                                  timeout=timeout, cwd=run_dir, env=env)
-    except subprocess.TimeoutExpired:
-        raise Unavailable(f"the check's run of your files did not finish within {timeout:.0f} s") from None
-    lines = [line for line in (proc.stdout or "").splitlines() if line.strip()]
-    if not lines:
-        raise Unavailable("the check's run of your files produced no answer (it crashed or was stopped)")
-    try:
-        return strict_json(json.loads(lines[-1][:MAX_RESULT_CHARS]))
-    except ValueError:
-        raise Unavailable("the check's run of your files gave an unreadable answer") from None
-
-
 # --------------------------------------------------------------------------- the session
 
 
@@ -483,8 +447,8 @@ class KernelSession:
         return list_regular_files(self._access.run_dir, folder, limit)
 
     def probe(self, script: str, payload, timeout: float = 120.0, writable: bool = False):
-        return run_probe_process(script, payload, run_dir=self._access.run_dir, limits=self._access.limits,
-                                 timeout=min(timeout, self._remaining()), writable=writable, extra_env=self._env)
+        return self._access.probes.ask(script, payload, run_dir=self._access.run_dir, limits=self._access.limits,
+                                       timeout=min(timeout, self._remaining()), writable=writable, env=self._env)
 
 
 # --------------------------------------------------------------------------- running a checkpoint

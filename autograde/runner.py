@@ -296,6 +296,7 @@ def execute_notebook(
                 target=_watch_memory, args=(kernel_pid, limits.memory_mb, stop_watching,
                                             lambda: _kill_kernel(memory_hit)), daemon=True)
             memory_watch.start()
+            access = None
             try:
                 access = _kernel_access(client, run_dir, limits, info_file) if checkpoints else None
                 for index, cell in enumerate(nb.cells):
@@ -308,6 +309,8 @@ def execute_notebook(
             finally:
                 watchdog.cancel()
                 stop_watching.set()
+                if access is not None:
+                    access.probes.close()
     except CellExecutionError as exc:
         status, message = "error", _first_line(str(exc))
     except DeadKernelError:

@@ -29,7 +29,8 @@ uid. Not root, no bwrap, or namespaces refused: limits only (rlimits), ``mode`` 
 "limits-only" with the reason, and the runner flags the row ``unsandboxed``.
 
 The Python API used by the runner: ``launcher_args``, ``read_info``, ``kill_all``,
-``memory_exceeded`` and ``run_sandboxed`` (a one-off grader probe in a fresh sandbox).
+``memory_exceeded``, ``start_probe`` (a grader probe in a fresh sandbox, kept for several
+requests) and ``run_sandboxed`` (the same, run once).
 This module uses the standard library only: the launcher runs it as a script (``-I``), so it
 needs nothing from the repository on ``sys.path``.
 """
@@ -796,18 +797,65 @@ def _forward_signals(proc: subprocess.Popen, info: SandboxInfo) -> None:
 # --------------------------------------------------------------------------- one-off probes
 
 
-def run_sandboxed(argv: list[str], *, run_dir: Path, limits: Limits, timeout: float, input: str | None = None,
-                  writable: bool = False, ro_binds: list[Path] = (), env: dict | None = None
-                  ) -> subprocess.CompletedProcess:
-    """Run a grader probe over a student's run folder in a fresh sandbox of the same kind:
-    own PID and network namespaces, own uid, cgroup limits; the run folder is a throwaway
-    copy, read-only unless ``writable``. Everything it starts dies when it ends; on timeout
-    raises ``subprocess.TimeoutExpired``. Output is captured as text, capped at 8 MB each.
-    The result carries ``sandbox_mode``, ``sandbox_reason`` and ``memory_exceeded``."""
+class ProbeProcess:
+    """A grader probe running over a throwaway copy of a student's run folder, in a fresh
+    sandbox of the kernel's kind (or under rlimits only, ``mode`` says which). ``refresh``
+    copies the student's folder again, in place (the probe keeps its working directory
+    and its binds), for a probe that answers several requests; ``close`` kills everything it
+    started and removes the copy."""
+
+    def __init__(self, proc: subprocess.Popen, *, run_dir: Path, copy: Path | None, writable: bool,
+                 slot: UidSlot | None, cgroups: dict[str, str], scratch: Path | None, mode: str, reason: str):
+        self.proc, self.run_dir, self.copy, self.writable = proc, run_dir, copy, writable
+        self.slot, self.cgroups, self.scratch = slot, cgroups, scratch
+        self.mode, self.reason = mode, reason
+        self.uid = slot.uid if slot is not None else os.getuid()
+        self._closed = False
+
+    def refresh(self) -> None:
+        if self.copy is None:  # limits only, read-only: the probe reads the live folder
+            return
+        _clear_folder(self.copy)
+        _copy_tree(self.run_dir, self.copy, exist_ok=True)
+        if self.slot is not None and self.writable:
+            _chown_tree(self.copy, self.slot.uid, self.slot.gid)
+        elif self.slot is not None:
+            _make_readable(self.copy)
+
+    def memory_exceeded(self) -> bool:
+        return _stats_say_exceeded(_memory_stats(self.cgroups.get("memory")))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.cgroups:
+                kill_cgroups(self.cgroups)
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream and stream.close()
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+            if self.scratch is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start_probe(argv: list[str], *, run_dir: Path, limits: Limits, writable: bool = False,
+                ro_binds: list[Path] = (), env: dict | None = None) -> ProbeProcess:
+    """Start a grader probe over ``run_dir`` with pipes on stdin, stdout and stderr: own PID
+    and network namespaces, own uid, cgroup limits; the run folder is a throwaway copy,
+    read-only unless ``writable``. The caller owns the result and must ``close`` it."""
     run_dir = Path(run_dir).resolve()
     ok, reason = availability() if limits.sandbox else (False, "sandbox not requested")
     if not ok:
-        return _run_limits_only(argv, run_dir, limits, timeout, input, writable, env, reason)
+        return _start_limits_only(argv, run_dir, limits, writable, env, reason)
     slot = UidSlot.acquire()
     cgroups: dict[str, str] = {}
     scratch = Path(tempfile.mkdtemp(prefix="autograde-probe-"))
@@ -837,56 +885,54 @@ def run_sandboxed(argv: list[str], *, run_dir: Path, limits: Limits, timeout: fl
         proc = subprocess.Popen([*bwrap, *argv], env=full_env, cwd="/", pass_fds=list(data_fds.values()),
                                 preexec_fn=prepare, process_group=0, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for fd in data_fds.values():
-            os.close(fd)
-        data_fds = {}
-        try:
-            out, err = _communicate(proc, input, timeout)
-        except subprocess.TimeoutExpired:
-            kill_cgroups(cgroups)
-            proc.kill()
-            proc.wait()
-            raise
-        result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-        result.memory_exceeded = _stats_say_exceeded(_memory_stats(cgroups.get("memory")))
-        result.sandbox_mode, result.sandbox_reason = "isolated", (f"limits by rlimit only ({problem})"
-                                                                  if problem else "")
-        result.uid = slot.uid
-        return result
+    except BaseException:
+        kill_cgroups(cgroups)
+        slot.release()
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     finally:
         for fd in data_fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
-        kill_cgroups(cgroups)
-        slot.release()
-        shutil.rmtree(scratch, ignore_errors=True)
+    return ProbeProcess(proc, run_dir=run_dir, copy=copy, writable=writable, slot=slot, cgroups=cgroups,
+                        scratch=scratch, mode="isolated", reason=f"limits by rlimit only ({problem})" if problem else "")
 
 
-def _run_limits_only(argv, run_dir, limits, timeout, input, writable, env, reason) -> subprocess.CompletedProcess:
-    scratch = None
+def _start_limits_only(argv, run_dir, limits, writable, env, reason) -> ProbeProcess:
+    scratch = copy = None
     cwd = run_dir
     if writable:
         scratch = Path(tempfile.mkdtemp(prefix="autograde-probe-"))
-        cwd = scratch / "run"
-        _copy_tree(run_dir, cwd)
+        cwd = copy = scratch / "run"
+        _copy_tree(run_dir, copy)
     try:
-        full_env = {**os.environ, **(env or {})}
-        proc = subprocess.Popen(argv, env=full_env, cwd=cwd, start_new_session=True, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 preexec_fn=lambda: _rlimits(limits.cpu_seconds, limits.max_file_mb, None))
-        try:
-            out, err = _communicate(proc, input, timeout)
-        finally:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-        result.memory_exceeded = False
-        result.sandbox_mode, result.sandbox_reason, result.uid = "limits-only", reason, os.getuid()
-        return result
-    finally:
+    except BaseException:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return ProbeProcess(proc, run_dir=run_dir, copy=copy, writable=writable, slot=None, cgroups={},
+                        scratch=scratch, mode="limits-only", reason=reason)
+
+
+def run_sandboxed(argv: list[str], *, run_dir: Path, limits: Limits, timeout: float, input: str | None = None,
+                  writable: bool = False, ro_binds: list[Path] = (), env: dict | None = None
+                  ) -> subprocess.CompletedProcess:
+    """Run a grader probe once (see ``start_probe``): feed it ``input``, wait for it to end.
+    Everything it starts dies when it ends; on timeout raises ``subprocess.TimeoutExpired``.
+    Output is captured as text, capped at 8 MB each. The result carries ``sandbox_mode``,
+    ``sandbox_reason``, ``memory_exceeded`` and ``uid``."""
+    probe = start_probe(argv, run_dir=run_dir, limits=limits, writable=writable, ro_binds=ro_binds, env=env)
+    try:
+        out, err = _communicate(probe.proc, input, timeout)
+        result = subprocess.CompletedProcess(argv, probe.proc.returncode, out, err)
+        result.memory_exceeded = probe.memory_exceeded() if probe.cgroups else False
+        result.sandbox_mode, result.sandbox_reason, result.uid = probe.mode, probe.reason, probe.uid
+        return result
+    finally:
+        probe.close()
 
 
 def _communicate(proc: subprocess.Popen, input: str | None, timeout: float) -> tuple[str, str]:
@@ -922,10 +968,10 @@ def _communicate(proc: subprocess.Popen, input: str | None, timeout: float) -> t
     return (bytes(buffers["out"]).decode(errors="replace"), bytes(buffers["err"]).decode(errors="replace"))
 
 
-def _copy_tree(source: Path, target: Path) -> None:
+def _copy_tree(source: Path, target: Path, exist_ok: bool = False) -> None:
     """Copy regular files, folders and symlinks (as links); sockets, fifos and devices are
     skipped (copying a fifo would block)."""
-    target.mkdir(mode=0o700)
+    target.mkdir(mode=0o700, exist_ok=exist_ok)
     for dirpath, dirnames, filenames in os.walk(source):
         rel = Path(dirpath).relative_to(source)
         for name in list(dirnames):
@@ -943,6 +989,17 @@ def _copy_tree(source: Path, target: Path) -> None:
                     os.symlink(os.readlink(src), target / rel / name)
                 elif (st.st_mode & 0o170000) == 0o100000:
                     shutil.copyfile(src, target / rel / name, follow_symlinks=False)
+
+
+def _clear_folder(folder: Path) -> None:
+    """Remove what is inside ``folder`` but not the folder itself (a bind mount's source)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _make_readable(root: Path) -> None:

@@ -2,9 +2,10 @@
 
 Every behavioural check runs the student's app files (``app_slow.py``, ``app.py``,
 ``stock_cluster_space/app.py``) under Streamlit's ``AppTest``. That is student code, so it
-runs only in the grader's probe ``checkpoints/probes/colab_b_apptest.py``: a fresh sandbox
-over a throwaway copy of the run folder, one probe process per checkpoint, every app in a
-fresh ``AppTest`` with Streamlit's caches cleared first. The probe only observes (data
+runs only in the grader's probe ``checkpoints/probes/colab_b_apptest.py``: a sandbox of its
+own, kept for the execution's three checkpoints, each request over a fresh copy of the run
+folder as it is at that checkpoint, every app in a fresh ``AppTest`` with Streamlit's caches
+cleared first. The probe only observes (data
 loads, K-Means fits, widget values, the cluster table, exceptions as text); the judges
 below decide, in the grader's process.
 

@@ -20,7 +20,7 @@ the grader restores that cell from its gradebook, finds the declaration with the
    return values of the student's functions on held-out inputs drawn only now, as strict
    JSON), reads files of the run folder, sends HTTP requests to servers the kernel started
    (from a grader thread, never from the kernel), counts file opens from outside, and runs
-   grader probes over the run folder in a fresh sandbox. It returns plain JSON data.
+   grader probes over the run folder in a sandbox of their own. It returns plain JSON data.
 2. ``judge(evidence)`` turns that data into a :class:`Verdict` in the grader process, where
    no student code has ever run. Expected values live here and never reach the kernel.
 3. The prediction (``Prediction``) is read from the kernel as data and judged apart, with
@@ -152,9 +152,11 @@ class Session(Protocol):
         """Regular files below ``folder`` of the run folder (relative paths, capped)."""
 
     def probe(self, script: str, payload: JSON, timeout: float = 120.0, writable: bool = False) -> JSON:
-        """Run the grader's probe ``checkpoints/probes/<script>.py`` over the run folder in a
-        fresh sandbox (student code it loads runs there, never in the grader), feed it
-        ``payload`` on stdin, return the JSON of its last stdout line. Raises Unavailable."""
+        """Ask the grader's probe ``checkpoints/probes/<script>.py`` about the run folder as it
+        is now: the probe runs in a sandbox of its own (student code it loads runs there,
+        never in the grader), started on the execution's first request and kept for its
+        later ones (``autograde/probes.py``); returns its answer to ``payload`` as JSON
+        data. Raises Unavailable."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,8 +1,10 @@
 """Grader probe for Colab B: drive Streamlit apps of the run folder with AppTest, and count.
 
 Run by the grader as ``python -I colab_b_apptest.py`` in a fresh sandbox whose working
-directory is (a throwaway copy of) the student's run folder; standalone: it imports only
-installed packages. Payload on stdin::
+directory is (a throwaway copy of) the student's run folder, and kept for the execution's
+later checkpoints (``probe_protocol``: the folder is copied afresh for every request, and
+the modules imported from it are forgotten); it imports only installed packages and its
+protocol helper. One request's payload::
 
     {"nonce": "...", "apps": [{"path": "app.py", "actions": [["k", 6], ["ticker", 4]], "timeout": 60}]}
 
@@ -16,13 +18,12 @@ It counts the calls the app makes to ``pandas.read_csv`` (data loads) and
 ``sklearn.cluster.KMeans.fit`` (fits; ``fit_predict`` goes through ``fit``) by wrapping those
 library functions in this process, reads the cluster table (an ``st.dataframe`` or
 ``st.table`` with ``ticker`` and ``cluster`` columns) and the widgets' values after every
-rerun, and writes one JSON object (observations only: it never judges) as the last line of
-its stdout. Whatever the apps print goes to stderr.
+rerun, and answers one JSON object (observations only: it never judges). Whatever the apps
+print goes to stderr.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -38,16 +39,10 @@ MAX_ROWS = 500
 MAX_OPTIONS = 200
 
 
-def _private_stdout():
-    """A private copy of the real stdout for the answer; fd 1 (and sys.stdout) now lead to
-    stderr, so nothing the apps print can pass for the answer line."""
-    answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return answer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probe_protocol import private_channels, serve  # noqa: E402
 
-
-ANSWER = _private_stdout()
+CHANNELS = private_channels()  # before any app can print or read stdin
 
 import pandas  # noqa: E402
 import pandas.io.parsers  # noqa: E402
@@ -203,10 +198,13 @@ def run_app(spec: dict) -> dict:
             "tampered": not counters_intact()}
 
 
-def main() -> None:
-    payload = json.loads(sys.stdin.read())
+IMPORTED = time.perf_counter() - STARTED
+
+
+def run_apps(payload: dict) -> dict:
+    """One request: every app of the payload, in order, each in a fresh AppTest."""
     home = os.getcwd()
-    imported = time.perf_counter() - STARTED
+    started_request = time.perf_counter()
     install_counters()
     results = []
     for spec in payload["apps"]:
@@ -220,11 +218,12 @@ def main() -> None:
         results.append(result)
         os.chdir(home)
         install_counters()  # a tampering app must not spoil the next app's counts
-    answer = {"nonce": payload.get("nonce"), "apps": results, "import_seconds": round(imported, 3),
-              "seconds": round(time.perf_counter() - STARTED, 3)}
-    ANSWER.write(json.dumps(answer) + "\n")
-    ANSWER.flush()
-    os._exit(0)  # no app thread or atexit hook may write after the answer
+    return {"nonce": payload.get("nonce"), "apps": results, "import_seconds": round(IMPORTED, 3),
+            "seconds": round(time.perf_counter() - started_request, 3)}
+
+
+def main() -> None:
+    serve(run_apps, *CHANNELS)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Grader probe for the credit notebooks (A and D): a bundle's own probabilities for given
 applicants.
 
-Run as ``python -I credit_bundle.py`` in a fresh sandbox over (a copy of) the run folder: one
-JSON object on stdin, one JSON object as the last stdout line. It only observes, it never
+Run as ``python -I credit_bundle.py`` in a fresh sandbox over (a copy of) the run folder; it
+answers the grader's requests as ``probe_protocol`` says, one payload each. It only observes, it never
 judges (``checkpoints.colab_a`` / ``colab_d`` do). It checks the bundle's sha256, unpickles
 the bundle (here, never in the grader) and answers its ``version``, ``feature_names`` and
 ``predict_proba(rows)[:, 1]``, or ``error``.
@@ -89,12 +89,18 @@ def observe(payload: dict) -> dict:
     }
 
 
-def main() -> None:
+def answer(payload) -> dict:
     try:
-        answer = observe(json.loads(sys.stdin.read()))
+        return observe(payload)
     except Exception as exc:  # an unloadable bundle is an observation, not a crash
-        answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    print(json.dumps(answer))
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def main() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from probe_protocol import private_channels, serve
+
+    serve(answer, *private_channels())
 
 
 if __name__ == "__main__":
