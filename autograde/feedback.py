@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 import nbformat
 import nh3
 from nbconvert import HTMLExporter
+from nbconvert.exporters.templateexporter import TemplateExporter
+from nbconvert.filters.highlight import Highlight2HTML
+from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
 from autograde.safe_output import plain_student_text
 
@@ -82,9 +85,40 @@ def sanitize_html(fragment: str) -> str:
     )
 
 
+class _FeedbackExporter(HTMLExporter):
+    """nbconvert's HTML exporter minus its closing BeautifulSoup pass, which parsed and
+    re-serialised the whole page (about half of a page's rendering) only to add image alt
+    texts and tabindex attributes; ``render_page`` adds both to the sanitised body."""
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        language = nb.metadata.get("language_info", {})
+        lexer = language.get("pygments_lexer", language.get("name"))
+        self.register_filter("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
+        resources = self._init_resources(resources)
+        self.register_filter("filter_data_type", WidgetsDataTypeFilter(
+            notebook_metadata=self._nb_metadata, parent=self, resources=resources))
+        return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+
+
+_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
+_DIV = re.compile(r"<div\b[^>]*>")
+_FOCUSABLE_CLASS = re.compile(r'\bclass="[^"]*(?<![\w-])(?:jp-Cell-inputWrapper|jp-OutputArea-output)(?![\w-])')
+NO_ALT_TEXT = "No description has been provided for this image"
+
+
+def _accessible(body: str) -> str:
+    """What nbconvert's own pass adds: alt text on images, keyboard focus on inputs and outputs."""
+    body = _IMG_WITHOUT_ALT.sub(f'<img alt="{NO_ALT_TEXT}"', body)
+    def focusable(tag: re.Match) -> str:
+        text = tag.group(0)
+        return '<div tabindex="0"' + text[4:] if _FOCUSABLE_CLASS.search(text) and "tabindex=" not in text else text
+
+    return _DIV.sub(focusable, body)
+
+
 @functools.lru_cache(maxsize=1)
 def _exporter() -> HTMLExporter:
-    exporter = HTMLExporter(template_name="lab")
+    exporter = _FeedbackExporter(template_name="lab")
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     # The template cleans each cell's HTML with bleach, which took about 40% of a page's
@@ -288,7 +322,7 @@ def render_page(nb: nbformat.NotebookNode, title: str) -> str:
     match = _BODY.search(exporter_output)
     body_attributes = "".join(f' {k}="{html.escape(v)}"' for k, v in _BODY_ATTRIBUTES.findall(match.group(1))) \
         if match else ""
-    body = sanitize_html(match.group(2) if match else "")
+    body = _accessible(sanitize_html(match.group(2) if match else ""))
     return (
         "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
         f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
