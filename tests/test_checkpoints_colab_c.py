@@ -527,37 +527,3 @@ def test_forged_shapes_and_types_fail(good_evidence):
     assert "incomplete" in colab_c.judge_k_tradeoff({**tradeoff, "runs": tradeoff["runs"][:1]}).message
     runs = [{**run, "k": 4} for run in tradeoff["runs"]]
     assert "incomplete" in colab_c.judge_k_tradeoff({**tradeoff, "runs": runs}).message
-
-
-@pytest.mark.parametrize(("cap", "asked", "generated"), [(None, 32, 32), (None, 24, 24), ("16", 32, 16), ("16", 8, 8)])
-def test_grading_runs_cap_generated_answers(monkeypatch, cap, asked, generated):
-    """generate_text honours COLAB_C_MAX_NEW_TOKENS (set by KERNEL_ENV for grading runs
-    only): shorter answers, never longer ones, and in class (unset) nothing changes."""
-    import os
-    from types import SimpleNamespace
-
-    if cap is None:
-        monkeypatch.delenv("COLAB_C_MAX_NEW_TOKENS", raising=False)
-    else:
-        monkeypatch.setenv("COLAB_C_MAX_NEW_TOKENS", cap)
-    asked_for = []
-
-    class Tokenizer:
-        def __call__(self, text, **kwargs):
-            return {"input_ids": np.zeros((1, 3))}
-
-        def decode(self, tokens, skip_special_tokens=True):
-            return "answer"
-
-    class Model:
-        def generate(self, **kwargs):
-            asked_for.append(kwargs["max_new_tokens"])
-            return np.zeros((1, 3 + kwargs["max_new_tokens"]))
-
-    import torch
-
-    ns = exec_definitions(NOTEBOOK, {"generate_text"}, {"os": os, "torch": torch})
-    ns["generator"] = SimpleNamespace(tokenizer=Tokenizer(), model=Model(), kind="causal", context_limit=2048)
-    assert ns["generate_text"]("a prompt", max_new_tokens=asked) == "answer"
-    assert asked_for == [generated]
-    assert colab_c.KERNEL_ENV["COLAB_C_MAX_NEW_TOKENS"] == "16"
