@@ -92,10 +92,13 @@ class ResidentProbe:
     def ask(self, payload, timeout: float):
         """The probe's answer to ``payload`` (strict JSON data), within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        if self.process is not None:
+            try:
+                self.process.refresh()
+            except OSError:  # the old copy could not be replaced: start over with a new one
+                self.close()
         if self.process is None:
             self._start()
-        else:
-            self.process.refresh()
         request_id = secrets.token_hex(16)
         try:
             self.process.proc.stdin.write((json.dumps({"id": request_id, "payload": payload}) + "\n").encode())

@@ -354,8 +354,10 @@ def thread_env(concurrent_runs: int, cpus: int | None = None) -> dict[str, str]:
 def job_environment(job: GradeJob) -> tuple[Limits, dict[str, str]]:
     """The limits and kernel environment of one job on this machine: the model cache is
     this machine's (a Dask worker elsewhere builds its own once); thread pools get this
-    machine's share of cores unless the instructor set them."""
-    env = {**thread_env(job.concurrent_runs), **job.kernel_env}
+    machine's share of cores unless the instructor set them (in the grader's environment or
+    the options' kernel environment)."""
+    threads = {name: value for name, value in thread_env(job.concurrent_runs).items() if name not in os.environ}
+    env = {**threads, **job.kernel_env}
     if not job.model_cache:
         return job.limits, env
     cache = _machine_model_cache()
