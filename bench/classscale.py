@@ -113,7 +113,7 @@ def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, sche
         per_notebook[name] = {
             "executions": len(rows),
             "mean_duration_s": round(sum(r.duration_s for r in rows) / max(len(rows), 1), 2),
-            "phases_s": {k: round(v, 1) for k, v in phases.get(name, {}).items()},
+            "phases_s": {k: round(v, 2) for k, v in phases.get(name, {}).items()},
         }
     statuses: dict[str, int] = {}
     for r in results:
