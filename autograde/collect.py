@@ -34,7 +34,7 @@ from pathlib import Path
 import nbformat
 
 from autograde.limits import Limits
-from autograde.probes import PROBES_DIR, ProbePool, run_probe_process  # noqa: F401 (the probes' API, here too)
+from autograde.probes import ProbePool
 from checkpoints.interface import (
     Checkpoint,
     Prediction,

@@ -77,7 +77,7 @@ class ResidentProbe:
         self.run_dir, self.limits, self.writable = Path(run_dir), limits, writable
         self.env = probe_env(self.run_dir, env)
         self.process: sandbox.ProbeProcess | None = None
-        self.lines: queue.Queue = queue.Queue()
+        self.lines: queue.Queue = queue.Queue()  # the running process's stdout lines (a new queue per process)
         self.starts = 0  # processes started (one unless a request timed out or crashed it)
 
     def _start(self) -> None:
@@ -85,9 +85,8 @@ class ResidentProbe:
                                            writable=self.writable, ro_binds=[PROBES_DIR], env=self.env)
         self.starts += 1
         self.lines = queue.Queue()
-        for target, stream in ((_read_lines, self.process.proc.stdout), (_discard, self.process.proc.stderr)):
-            args = (stream, self.lines) if target is _read_lines else (stream,)
-            threading.Thread(target=target, args=args, daemon=True).start()
+        threading.Thread(target=_read_lines, args=(self.process.proc.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=_discard, args=(self.process.proc.stderr,), daemon=True).start()
 
     def ask(self, payload, timeout: float):
         """The probe's answer to ``payload`` (strict JSON data), within ``timeout`` seconds."""

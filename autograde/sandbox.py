@@ -928,7 +928,7 @@ def run_sandboxed(argv: list[str], *, run_dir: Path, limits: Limits, timeout: fl
     try:
         out, err = _communicate(probe.proc, input, timeout)
         result = subprocess.CompletedProcess(argv, probe.proc.returncode, out, err)
-        result.memory_exceeded = probe.memory_exceeded() if probe.cgroups else False
+        result.memory_exceeded = probe.memory_exceeded()
         result.sandbox_mode, result.sandbox_reason, result.uid = probe.mode, probe.reason, probe.uid
         return result
     finally:

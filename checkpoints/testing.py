@@ -30,11 +30,11 @@ from autograde.collect import (
     list_regular_files,
     parse_answer,
     read_regular_file,
-    run_probe_process,
     send_http,
     snippet,
 )
 from autograde.limits import Limits
+from autograde.probes import run_probe_process
 from checkpoints.interface import Unavailable
 
 

@@ -89,18 +89,11 @@ def observe(payload: dict) -> dict:
     }
 
 
-def answer(payload) -> dict:
-    try:
-        return observe(payload)
-    except Exception as exc:  # an unloadable bundle is an observation, not a crash
-        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-
-
 def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from probe_protocol import private_channels, serve
 
-    serve(answer, *private_channels())
+    serve(observe, *private_channels())  # an unloadable bundle is answered as {"error": ...}, not a crash
 
 
 if __name__ == "__main__":

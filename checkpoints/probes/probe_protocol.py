@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 
-MAX_ERROR = 400
+MAX_ERROR = 300  # characters of an exception's message in an error answer
 
 
 def private_channels():
@@ -59,7 +59,7 @@ def serve(handle: Callable[[object], object], requests, answers) -> None:
         try:
             answer = handle(request.get("payload"))
         except Exception as exc:  # the probe's own failure is an observation too
-            answer = {"error": f"{type(exc).__name__}: {exc}"[:MAX_ERROR]}
+            answer = {"error": f"{type(exc).__name__}: {str(exc)[:MAX_ERROR]}"}
         answers.write(json.dumps({"id": request.get("id"), "answer": answer}) + "\n")
         answers.flush()
         os.chdir(home)
