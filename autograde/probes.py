@@ -33,7 +33,9 @@ from checkpoints.interface import Unavailable, strict_json
 
 PROBES_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "probes"
 MAX_ANSWER_BYTES = 4_000_000
+MAX_STDOUT_BYTES = 16_000_000  # all a probe process may write on its answer channel, over every request
 _ENDED = object()  # the probe closed its stdout
+_FLOODED = object()  # the probe wrote more than MAX_STDOUT_BYTES: nothing more is read or kept
 
 
 def probe_env(run_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -44,10 +46,16 @@ def probe_env(run_dir: Path, extra: dict[str, str] | None = None) -> dict[str, s
 
 
 def _read_lines(stream, lines: queue.Queue) -> None:
-    """The probe's stdout as lines; a line over the cap becomes b"" (unreadable, never kept)."""
-    pending, oversized = bytearray(), False
+    """The probe's stdout as lines; a line over the cap becomes b"" (unreadable, never kept).
+    Probed code can write on this channel too: past MAX_STDOUT_BYTES in all, many short
+    lines included, reading stops, so the grader never holds more than that."""
+    pending, oversized, total = bytearray(), False, 0
     with contextlib.suppress(OSError, ValueError):
         while chunk := stream.read1(65536):
+            total += len(chunk)
+            if total > MAX_STDOUT_BYTES:
+                lines.put(_FLOODED)
+                return
             pending += chunk
             while (end := pending.find(b"\n")) >= 0:
                 lines.put(b"" if oversized else bytes(pending[:end]))
@@ -114,6 +122,9 @@ class ResidentProbe:
             if line is _ENDED:
                 self.close()
                 raise Unavailable("the check's run of your files produced no answer (it crashed or was stopped)")
+            if line is _FLOODED:
+                self.close()
+                raise Unavailable("the check's run of your files wrote more output than the check reads")
             try:
                 message = json.loads(line)
             except ValueError:

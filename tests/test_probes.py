@@ -39,6 +39,10 @@ def handle(payload):
         stolen = ""
     if payload.get("exit"):
         os._exit(3)
+    if payload.get("flood"):  # probed code that found the answer channel and floods it with short lines
+        line = b"{" + b" " * 4094 + b"}\\n"  # short lines, a few thousand of them
+        for _ in range(payload["flood"] // len(line)):
+            os.write(CHANNELS[1].fileno(), line)
     time.sleep(payload.get("sleep", 0))
     sys.path.insert(0, os.getcwd())
     import helper
@@ -123,6 +127,19 @@ def test_a_probe_that_hangs_or_dies_is_replaced_for_the_next_request(probe_dir, 
         assert ask({})["helper"] == 1
     finally:
         pool.close()
+    assert not _alive()
+
+
+@pytest.mark.parametrize("isolated", MODES)
+def test_a_probe_flooding_its_answer_channel_is_stopped_and_replaced(probe_dir, run_dir, isolated):
+    probe = probes.ResidentProbe("echo", run_dir=run_dir, limits=Limits(sandbox=isolated), writable=False)
+    try:
+        with pytest.raises(Unavailable, match="more output than the check reads"):
+            probe.ask({"flood": probes.MAX_STDOUT_BYTES + 1_000_000}, timeout=120)
+        assert probe.lines.qsize() <= probes.MAX_STDOUT_BYTES // 4096 + 1  # what was queued stayed under the cap
+        assert probe.ask({}, timeout=60)["data"] == "first" and probe.starts == 2
+    finally:
+        probe.close()
     assert not _alive()
 
 
