@@ -38,6 +38,9 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
                         help="process limit inside the sandbox (default %(default)s)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="run kernels with the grader's own privileges (trusted notebooks only)")
+    parser.add_argument("--no-kernel-template", action="store_true",
+                        help="start every kernel afresh instead of forking it from a template that has "
+                             "imported the notebooks' libraries once per worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +130,7 @@ def _run(args, console: Console) -> int:
     limits = Limits(memory_mb=args.memory_mb, max_processes=args.max_processes, sandbox=not args.no_sandbox)
     options = GradeOptions(workers=args.workers, cell_timeout=args.cell_timeout,
                            notebook_timeout=args.notebook_timeout, limits=limits,
-                           scheduler=getattr(args, "scheduler", None))
+                           scheduler=getattr(args, "scheduler", None), kernel_template=not args.no_kernel_template)
     sources = source_notebooks(args.notebooks) if getattr(args, "course_dir", None) is None else None
     if args.verb == "grade":
         from autograde.grade import grade

@@ -39,6 +39,7 @@ from autograde.safe_output import csv_cell, plain_student_text
 from autograde.schedule import LongestFirst, load_timings, save_timings
 from autograde.submissions import collect
 from autograde.summary import write_summary
+from autograde.templates import TemplateSpec, notebook_imports
 from autograde.worker import (
     LATE_FLAG,
     GradeJob,
@@ -75,6 +76,7 @@ class GradeOptions:
     kernel_env: dict[str, str] = field(default_factory=dict)
     scheduler: str | None = None  # a Dask scheduler address, or "local": see autograde/cluster.py
     heldout_salt: str = ""  # set by grade(): the results folder's secret for reproducible held-out inputs
+    kernel_template: bool = True  # fork kernels from a per-worker template (autograde/templates.py)
 
 
 def with_model_cache(options: GradeOptions, console: Console | None = None) -> GradeOptions:
@@ -215,11 +217,16 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
     kernel_env = dict(options.kernel_env)
     remote = bool(options.scheduler)  # Dask workers get the files' bytes, like the submission itself
     support = [(rel, path.read_bytes() if remote else path) for rel, path in assignment.support_files]
+    knob_keys: set[str] = set()
     for spec in assignment.notebooks.values():
         try:
-            checkpoint_runner(spec)  # a hidden cell naming a missing declaration fails here, before any student runs
+            # a hidden cell naming a missing declaration fails here, before any student runs
+            knob_keys |= set(checkpoint_runner(spec).kernel_env)
         except (LookupError, ImportError) as exc:
             raise AssignmentError(f"{spec.name}: a hidden checkpoint cannot be judged: {exc}") from exc
+    # One template per worker for the whole assignment: it preloads what any of its notebooks imports.
+    template = TemplateSpec(notebook_imports([s.source_path for s in assignment.notebooks.values()]),
+                            tuple(sorted(knob_keys))) if options.kernel_template else None
     return [
         GradeJob(
             student=student,
@@ -236,6 +243,7 @@ def make_jobs(students: dict[str, dict[str, Path]], assignment: Assignment, feed
             support_files=support,
             heldout_salt=options.heldout_salt,
             concurrent_runs=options.workers if options.scheduler in (None, "local") else 1,
+            template=template,
             student_files=_carried(student_files(notebooks[name].parent), remote)
             if with_student_files and notebooks.get(name) is not None else [],
         )

@@ -34,7 +34,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
-from autograde import sandbox
+from autograde import sandbox, templates
 from autograde.limits import (  # noqa: F401  (re-exported for callers)
     DEFAULT_CELL_TIMEOUT,
     DEFAULT_MEMORY_MB,
@@ -42,8 +42,10 @@ from autograde.limits import (  # noqa: F401  (re-exported for callers)
     DEFAULT_OUTPUT_MB,
     Limits,
 )
+from autograde.templates import TemplateSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NO_PRELOAD = TemplateSpec()  # a template that preloads only the kernel's own modules
 
 # What a submission's kernel must never see when sandboxed (see autograde/sandbox.py).
 GRADER_PRIVATE_PATHS = [REPO_ROOT / name for name in ("notebooks", "tests", "examples", "build", ".git")]
@@ -83,6 +85,8 @@ class ExecutionResult:
     sandbox_mode: str = "off"  # "isolated" | "limits-only" | "off"
     sandbox_reason: str = ""
     truncated_cells: list[int] = field(default_factory=list)
+    kernel_from: str = "exec"  # "template": forked from a kernel template
+    template_note: str = ""  # why a template was asked for but not used
 
     @property
     def reached_last_cell(self) -> bool:
@@ -219,6 +223,7 @@ def execute_notebook(
     keep_workdir: bool = False,
     limits: Limits | None = None,
     checkpoints=None,
+    template: TemplateSpec | None = NO_PRELOAD,
 ) -> ExecutionResult:
     """Execute a notebook top to bottom and return the executed copy with its status.
 
@@ -232,6 +237,10 @@ def execute_notebook(
     ``checkpoints`` (an ``autograde.collect.CheckpointRunner``) takes over the cells it
     ``handles``: instead of executing them, the runner lends it the live kernel
     (``KernelAccess``) and puts the outputs it returns (the judge's message) in the cell.
+
+    With ``template`` (and the sandbox on) the kernel is forked from a kernel template that has
+    imported ``template.modules`` once for this process (``autograde/templates.py``); the
+    launcher starts it the usual way whenever the template cannot.
     """
     limits = limits or Limits()
     nb = _load(notebook)
@@ -263,11 +272,12 @@ def execute_notebook(
     # folder, where the student cannot forge it.
     private_dir = Path(tempfile.mkdtemp(prefix="autograde-sandbox-"))
     info_file = private_dir / "sandbox.json"
-    client.km.launcher_prefix = sandbox.launcher_args(run_dir, limits, info_file)
-
     env = kernel_env(extra_env)
     env.update(AUTOGRADE_RUN_DIR=str(run_dir), HOME=str(run_dir), XDG_CACHE_HOME=str(run_dir / ".cache"),
                HF_HOME=str(run_dir / ".cache" / "huggingface"), MPLCONFIGDIR=str(run_dir / ".cache" / "mpl"))
+    # Before the list of this process's children is taken: the template outlives the run.
+    template_socket = templates.socket_for(env, template) if limits.sandbox and template is not None else None
+    client.km.launcher_prefix = sandbox.launcher_args(run_dir, limits, info_file, template=template_socket)
 
     become_subreaper()
     before = _descendants()
@@ -325,6 +335,7 @@ def execute_notebook(
         sandbox.kill_all(info)  # everything in its cgroups; its uid is released
         kill_new_descendants(before)
         sandbox_mode, sandbox_reason = _sandbox_report(info, limits)
+        kernel_from = info.kernel_from if info.mode == "isolated" else "exec"
         shutil.rmtree(private_dir, ignore_errors=True)
         if own_workdir and not keep_workdir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -351,6 +362,8 @@ def execute_notebook(
         sandbox_mode=sandbox_mode,
         sandbox_reason=sandbox_reason,
         truncated_cells=list(client.truncated_cells),
+        kernel_from=kernel_from,
+        template_note=info.template_note if template_socket else "",
     )
 
 

@@ -20,6 +20,10 @@ launcher stays alive as a small supervisor of one sandbox:
   included) and no_new_privs before exec'ing the kernel;
 - rlimits: no core dumps, CPU seconds, file size, processes of the uid.
 
+With ``--template SOCKET`` the sandbox is the same, built around a holder process, and the
+kernel is forked into it by a kernel template (``autograde/forkserver.py``) that has imported
+the notebooks' libraries once; when the template cannot, the launcher starts it as above.
+
 SIGINT sent to the launcher (nbclient's per-cell timeout: ``km.interrupt_kernel()``) is
 forwarded to the kernel; SIGTERM/SIGHUP kill the sandbox; SIGKILL of the launcher takes the
 sandbox down through ``--die-with-parent``. Once the sandbox is up the launcher writes the
@@ -77,6 +81,14 @@ _FALLBACK_DEFAULTS = {"memory_mb": 6144, "max_processes": 256, "cpu_seconds": 18
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates", "pki",
              "localtime", "timezone", "nsswitch.conf", "alternatives", "fonts", "mime.types",
              "protocols", "services", "gai.conf", "host.conf", "os-release", "matplotlibrc")
+# Library caches on the sandbox's private /tmp: the same paths in every sandbox, so a kernel
+# template's libraries, which read them once at import, hold the right ones.
+SANDBOX_CACHES = {"XDG_CACHE_HOME": "/tmp/.cache", "HF_HOME": "/tmp/.cache/huggingface",
+                  "MPLCONFIGDIR": "/tmp/.cache/matplotlib"}
+# Keeps a template kernel's sandbox up until the launcher ends it; it runs as nobody, so the
+# student's code can see it but not kill it (that would take its own kernel down).
+HOLDER_COMMAND = ["sleep", "infinity"]
+HOLDER_UID = 65534
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")
 
 
@@ -357,6 +369,8 @@ class SandboxInfo:
     memory: dict[str, int] | None = None  # final memory counters, written when the sandbox ended
     exit_status: int | None = None
     info_file: str = ""
+    kernel_from: str = "exec"  # "template": forked from a kernel template (autograde/forkserver.py)
+    template_note: str = ""  # why a template was asked for but not used
 
 
 def read_info(info_file: Path, timeout: float = 0.0) -> SandboxInfo:
@@ -459,7 +473,7 @@ def _sandbox_env(env: dict[str, str], run_dir: Path, uid: int, roots: list[Path]
         env["PYTHONPATH"] = os.pathsep.join(kept)
     else:
         env.pop("PYTHONPATH", None)
-    env.update(HOME=str(run_dir), USER=SANDBOX_USER, LOGNAME=SANDBOX_USER, TMPDIR="/tmp")
+    env.update(HOME=str(run_dir), USER=SANDBOX_USER, LOGNAME=SANDBOX_USER, TMPDIR="/tmp", **SANDBOX_CACHES)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     return env
 
@@ -578,7 +592,7 @@ def _read_bwrap_info(fd: int, timeout: float = 30.0) -> dict:
 # --------------------------------------------------------------------------- launcher
 
 
-def launcher_args(run_dir: Path, limits: Limits, info_file: Path) -> list[str]:
+def launcher_args(run_dir: Path, limits: Limits, info_file: Path, template: str | None = None) -> list[str]:
     """The argv prefix that goes before the kernel's argv."""
     args = [sys.executable, "-I", str(Path(__file__).resolve()),
             "--run-dir", str(Path(run_dir).resolve()), "--info-file", str(info_file),
@@ -588,6 +602,8 @@ def launcher_args(run_dir: Path, limits: Limits, info_file: Path) -> list[str]:
         args += ["--ro-path", str(Path(path).resolve())]
     if not limits.sandbox:
         args.append("--no-isolation")
+    elif template:
+        args += ["--template", str(template)]
     return [*args, "--"]
 
 
@@ -640,6 +656,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--cpu-seconds", type=int, default=None)
     parser.add_argument("--max-file-mb", type=int, default=None)
     parser.add_argument("--no-isolation", action="store_true", help="limits only")
+    parser.add_argument("--template", default=None,
+                        help="socket of a kernel template (autograde/forkserver.py) to fork the kernel from")
     parser.add_argument("--ro-path", type=Path, action="append", default=[],
                         help="a grader-owned folder the kernel sees read-only (at the same path)")
     # Accepted for the older runner's command line; the allow-list makes them moot.
@@ -701,25 +719,11 @@ def _run_isolated(args: argparse.Namespace, command: list[str], run_dir: Path) -
         ro_paths = [p.resolve() for p in args.ro_path if p.exists()]
         roots = _allowed_roots(run_dir, ro_paths)
         env = _sandbox_env(dict(os.environ), run_dir, slot.uid, roots)
-        data_fds = _data_pipes(_etc_data(slot.uid, slot.gid, run_dir))
-        info_r, info_w = os.pipe()
-        argv = _bwrap_argv(run_dir, slot.uid, slot.gid, data_fds=data_fds, ro_binds=ro_paths,
-                           options=["--info-fd", str(info_w)]) + command
-
-        def prepare() -> None:  # in the child, before exec'ing bwrap
-            _join_cgroups(cgroups)
-            _rlimits(args.cpu_seconds, args.max_file_mb, args.max_processes)
-
-        # Its own process group: jupyter signals the launcher's group, and an interrupt must
-        # not kill bwrap.
-        proc = subprocess.Popen(argv, env=env, cwd=run_dir, pass_fds=[info_w, *data_fds.values()],
-                                preexec_fn=prepare, process_group=0)
-        os.close(info_w)
-        for fd in data_fds.values():
-            os.close(fd)
-        _forward_signals(proc, info)
-        _die_with_grader(proc)
-        bwrap_info = _read_bwrap_info(info_r)
+        if args.template and not problem:  # with cgroups only: the kernel is no child of ours to watch
+            status = _run_from_template(args, command, run_dir, env, slot, cgroups, ro_paths, info)
+            if status is not None:
+                return status
+        proc, bwrap_info = _start_bwrap(args, command, run_dir, env, slot, cgroups, ro_paths, info)
         child = bwrap_info.get("child-pid")
         if child:
             info.netns_pid = int(child)
@@ -746,6 +750,160 @@ def _run_isolated(args: argparse.Namespace, command: list[str], run_dir: Path) -
             _write_info(args.info_file, info)
         kill_cgroups(cgroups)
         slot.release()
+
+
+def _start_bwrap(args: argparse.Namespace, command: list[str], run_dir: Path, env: dict[str, str],
+                 slot: UidSlot, cgroups: dict[str, str], ro_paths: list[Path], info: SandboxInfo,
+                 run_as: int | None = None) -> tuple[subprocess.Popen, dict]:
+    """bwrap around ``command`` (run as the slot's uid, or ``run_as``), in the job's cgroups and
+    under its rlimits; with bwrap's report."""
+    data_fds = _data_pipes(_etc_data(slot.uid, slot.gid, run_dir))
+    info_r, info_w = os.pipe()
+    uid = gid = run_as
+    argv = _bwrap_argv(run_dir, uid if uid is not None else slot.uid, gid if gid is not None else slot.gid,
+                       data_fds=data_fds, ro_binds=ro_paths, options=["--info-fd", str(info_w)]) + command
+
+    def prepare() -> None:  # in the child, before exec'ing bwrap
+        _join_cgroups(cgroups)
+        _rlimits(args.cpu_seconds, args.max_file_mb, args.max_processes)
+
+    # Its own process group: jupyter signals the launcher's group, and an interrupt must
+    # not kill bwrap.
+    try:
+        proc = subprocess.Popen(argv, env=env, cwd=run_dir, pass_fds=[info_w, *data_fds.values()],
+                                preexec_fn=prepare, process_group=0)
+    finally:
+        os.close(info_w)
+        for fd in data_fds.values():
+            os.close(fd)
+    _forward_signals(proc, info)
+    _die_with_grader(proc)
+    return proc, _read_bwrap_info(info_r)
+
+
+def _run_from_template(args: argparse.Namespace, command: list[str], run_dir: Path, env: dict[str, str],
+                       slot: UidSlot, cgroups: dict[str, str], ro_paths: list[Path], info: SandboxInfo) -> int | None:
+    """The kernel forked from the template at ``args.template`` into a sandbox built around a
+    holder process; its exit code, or None (and ``info.template_note`` says why) when the
+    template could not start it, with nothing of that attempt left running."""
+    proc, bwrap_info = _start_bwrap(args, HOLDER_COMMAND, run_dir, env, slot, cgroups, ro_paths, info,
+                                    run_as=HOLDER_UID)
+    init = int(bwrap_info.get("child-pid") or 0)
+    holder = _wait_for(lambda: next(iter(_children(init)), None) if init and proc.poll() is None else None, 30)
+    report_r, report_w = os.pipe()
+    try:
+        reply = _ask_template(args.template, {
+            "argv": command, "env": {**env, "PWD": str(run_dir)},  # PWD: as bwrap's --chdir sets it
+            "run_dir": str(run_dir), "uid": slot.uid, "gid": slot.gid,
+            "holder": holder, "cgroups": cgroups,
+            "rlimits": {"cpu_seconds": args.cpu_seconds, "max_file_mb": args.max_file_mb,
+                        "max_processes": args.max_processes}}, report_w) if holder else \
+            {"refused": "the sandbox did not come up"}
+    finally:
+        os.close(report_w)
+    with contextlib.closing(_Fd(report_r)) as report:
+        kernel, ready = None, False
+        if "forked" in reply:
+            for message in _json_lines(report.fd, deadline=time.monotonic() + 60):
+                kernel = message.get("pid", kernel)
+                ready = bool(message.get("ready"))
+                if message.get("error"):
+                    reply["refused"] = message["error"]
+                if ready or "status" in message:
+                    break
+        if not (kernel and ready):
+            info.template_note = str(reply.get("refused") or "the forked kernel did not come up")[:300]
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+            _empty_cgroups(cgroups)  # the usual start reuses them
+            return None
+        info.netns_pid, info.kernel_pid, info.kernel_from = init, int(kernel), "template"
+        with contextlib.suppress(OSError):
+            _enter_netns(init)
+        info.mode, info.reason = "isolated", ""
+        _write_info(args.info_file, info)
+        status = next((m["status"] for m in _json_lines(report.fd) if type(m.get("status")) is int), 1)
+    with contextlib.suppress(OSError):
+        proc.kill()  # the holder's sandbox: --die-with-parent takes everything left in it down
+    proc.wait()
+    info.exit_status = status
+    return status if status >= 0 else 128 - status
+
+
+def _empty_cgroups(cgroups: dict[str, str], timeout: float = 10.0) -> None:
+    def killed_all() -> bool:
+        pids = set().union(*(_cgroup_pids(p) for p in cgroups.values()))
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return not pids
+
+    _wait_for(killed_all, timeout)
+
+
+class _Fd:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _wait_for(probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.003)
+    return None
+
+
+def _ask_template(socket_path: str, request: dict, report_w: int) -> dict:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(30)
+            conn.connect(socket_path)
+            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2, report_w])
+            reply = b""
+            while not reply.endswith(b"\n") and len(reply) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        answer = json.loads(reply or b"{}")
+        return answer if isinstance(answer, dict) else {"refused": "an unreadable answer"}
+    except (OSError, ValueError) as exc:
+        return {"refused": f"the template did not answer ({type(exc).__name__}: {exc})"}
+
+
+def _json_lines(fd: int, deadline: float | None = None):
+    """JSON objects from a pipe, one per line, until EOF (or ``deadline``)."""
+    import select
+
+    buffer = b""
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict):
+                    yield message
+        if deadline is not None:
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                return
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return
+        buffer += chunk
 
 
 def _enter_netns(pid: int) -> None:

@@ -22,8 +22,9 @@ from autograde.assignment import NotebookSpec
 from autograde.collect import CheckpointRunner, Outcome, module_kernel_env, resolve_declaration
 from autograde.limits import DEFAULT_SCAN_SECONDS
 from autograde.restore import restore_cells
-from autograde.runner import GRADER_PRIVATE_PATHS, Limits, execute_notebook
+from autograde.runner import GRADER_PRIVATE_PATHS, NO_PRELOAD, Limits, execute_notebook
 from autograde.submissions import UnreadableSubmission, read_notebook_safely
+from autograde.templates import TemplateSpec
 
 STATUSES = ("graded", "missing", "unreadable", "timeout", "crashed")
 NEEDS_MANUAL_FLAG = "needs-manual-grading"  # a person still has to grade a cell of this notebook
@@ -80,6 +81,7 @@ class NotebookResult:
     duration_s: float = 0.0
     execution_s: float = 0.0  # time inside the kernel, kernel start excluded
     kernel_start_s: float = 0.0
+    kernel_from: str = ""  # "template" (forked from the worker's kernel template) or "exec"
     reached_last_cell: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # seconds by phase (autograde/phases.py)
     seconds_late: float = 0.0  # set by the parent from timestamp.txt and the due date
@@ -120,6 +122,7 @@ class GradeJob:
     support_files: list[tuple[str, Path | bytes]] = field(default_factory=list)
     heldout_salt: str = ""  # secret of the results folder: held-out inputs reproducible per submission
     concurrent_runs: int = 1  # notebooks graded at once on a machine: each kernel's share of its cores
+    template: TemplateSpec | None = NO_PRELOAD  # the kernel template to fork the kernel from (None: none)
 
 
 def missing_result(job: GradeJob) -> NotebookResult:
@@ -195,6 +198,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
             limits=limits,
             extra_env=kernel_env,
             checkpoints=checkpoints,
+            template=job.template,
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -207,6 +211,7 @@ def grade_notebook(job: GradeJob) -> NotebookResult:
     result.flags = sorted(set(result.flags), key=result.flags.index)
     result.execution_s = max(execution.duration_s - execution.kernel_start_s, 0.0)
     result.kernel_start_s = execution.kernel_start_s
+    result.kernel_from = execution.kernel_from
     result.reached_last_cell = _reached_last_student_cell(execution.notebook)
     if execution.status in ("timeout", "crashed"):
         result.status = execution.status

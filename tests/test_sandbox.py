@@ -28,7 +28,7 @@ import psutil
 import pytest
 from jupyter_client.manager import KernelManager
 
-from autograde import sandbox
+from autograde import sandbox, templates
 from autograde.limits import Limits
 from autograde.sandbox import (
     SandboxInfo,
@@ -39,6 +39,7 @@ from autograde.sandbox import (
     run_sandboxed,
     uid_locked,
 )
+from autograde.templates import TemplateSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ISOLATION, WHY_NOT = sandbox.availability()
@@ -103,22 +104,26 @@ class _LauncherKernelManager(KernelManager):
 
 
 class Kernel:
-    """A kernel started through the sandbox launcher, as the runner starts it."""
+    """A kernel started through the sandbox launcher, as the runner starts it; with
+    ``from_template``, forked from a kernel template that preloaded numpy."""
 
-    def __init__(self, base: Path, limits: Limits):
+    def __init__(self, base: Path, limits: Limits, from_template: bool = False):
         self.run_dir = base / "run"
         self.run_dir.mkdir(parents=True)
         self.info_file = base / "grader-private" / "sandbox.json"  # outside the run folder
         self.km = _LauncherKernelManager(kernel_name="python3")
         self.km.transport = "ipc"
         self.km.ip = str(self.run_dir / ".kernel-ipc")
-        self.km.prefix = launcher_args(self.run_dir, limits, self.info_file)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        template = templates.socket_for(env, TemplateSpec(modules=("numpy",))) if from_template else None
+        assert template or not from_template, "no kernel template could start"
+        self.km.prefix = launcher_args(self.run_dir, limits, self.info_file, template=template)
         self.km.start_kernel(cwd=str(self.run_dir), env=env)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.info = read_info(self.info_file, timeout=10)
+        assert self.info.kernel_from == ("template" if from_template else "exec"), self.info.template_note
 
     def run(self, code: str, timeout: float = 30) -> str:
         """Execute ``code``; its stdout, or the error's name and value."""
@@ -142,12 +147,14 @@ class Kernel:
         kill_all(self.info)
 
 
-@pytest.fixture
-def kernel_factory(tmp_path):
+@pytest.fixture(params=["exec", "template"])
+def kernel_factory(tmp_path, request):
+    """Kernels started afresh, then (the same test again) forked from a kernel template."""
     kernels: list[Kernel] = []
 
     def start(limits: Limits | None = None, name: str = "k") -> Kernel:
-        kernel = Kernel(tmp_path / f"{name}{len(kernels)}", limits or Limits(sandbox=True, memory_mb=1000))
+        kernel = Kernel(tmp_path / f"{name}{len(kernels)}", limits or Limits(sandbox=True, memory_mb=1000),
+                        from_template=request.param == "template")
         kernels.append(kernel)
         return kernel
 
@@ -378,7 +385,9 @@ def test_two_kernels_are_isolated_from_each_other_and_the_machine(kernel_factory
         views.append(json.loads(kernel.run(_view(secret))))
         check_view(views[-1], kernel.run_dir)
         assert views[-1]["uid"] == kernel.info.uid
-        assert views[-1]["pids"][:2] == [1, 2]  # the sandbox's init and the kernel: nobody else
+        # The sandbox's init and the kernel (forked from a template: its holder, then the kernel): nobody else.
+        expected = [1, 2, 3] if kernel.info.kernel_from == "template" else [1, 2]
+        assert views[-1]["pids"][:len(expected)] == expected
     first.run("open('/tmp/left-by-first', 'w').write('x'); open('/run/lock/left-by-first', 'w').write('x')")
     listing = second.run("import os; print(os.listdir('/tmp'), os.listdir('/run/lock'))")
     assert "left-by-first" not in listing
