@@ -94,10 +94,12 @@ def _machine_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, scheduler: str | None = None) -> dict:
+def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, scheduler: str | None = None,
+                kernel_template: bool = True) -> dict:
     started, cpu_before = time.perf_counter(), _machine_cpu_seconds()
-    results = grade(folder, out, GradeOptions(workers=workers, limits=Limits(sandbox=True), scheduler=scheduler),
-                    sources=sources, force=True)
+    options = GradeOptions(workers=workers, limits=Limits(sandbox=True), scheduler=scheduler,
+                           kernel_template=kernel_template)
+    results = grade(folder, out, options, sources=sources, force=True)
     wall = time.perf_counter() - started
     cpu_after = _machine_cpu_seconds()
     busy = round(cpu_after - cpu_before, 1) if cpu_before is not None and cpu_after is not None else None
@@ -116,11 +118,14 @@ def grade_class(folder: Path, out: Path, sources: list[Path], workers: int, sche
             "phases_s": {k: round(v, 2) for k, v in phases.get(name, {}).items()},
         }
     statuses: dict[str, int] = {}
+    kernels: dict[str, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
+        if r.kernel_from:
+            kernels[r.kernel_from] = kernels.get(r.kernel_from, 0) + 1
     per_student = max(students, 1)
     return {"students": students, "workers": workers, "scheduler": scheduler, "wall_s": round(wall, 1),
-            "s_per_student": round(wall / per_student, 2), "statuses": statuses,
+            "s_per_student": round(wall / per_student, 2), "statuses": statuses, "kernels_from": kernels,
             # Where a student's seconds go, summed over their notebooks: the notebooks' own work
             # (the floor any grader pays) against the grader's; and how busy the machine was.
             "notebook_work_s_per_student": round(sum(phases[nb].get(k, 0.0) for nb in phases
@@ -140,7 +145,7 @@ def _median(values: list[float]) -> float | None:
 
 
 def measure(sources: list[Path], sizes: list[int], workers: int, scratch: Path, describe=None, step=None,
-            dask_size: int | None = None) -> dict:
+            dask_size: int | None = None, kernel_template: bool = True) -> dict:
     import numpy as np
 
     points = []
@@ -148,10 +153,12 @@ def measure(sources: list[Path], sizes: list[int], workers: int, scratch: Path, 
         if describe:
             describe(f"class scale: {n} students x {len(sources)} notebooks, {workers} workers")
         folder = build_class(sources, n, scratch / f"class-{n}")
-        points.append(grade_class(folder, scratch / f"results-{n}", sources, workers))
+        points.append(grade_class(folder, scratch / f"results-{n}", sources, workers,
+                                  kernel_template=kernel_template))
         if step:
             step()
-    data: dict = {"workers": workers, "kinds": list(KINDS), "points": points, "fit": None, "dask": None}
+    data: dict = {"workers": workers, "kinds": list(KINDS), "kernel_template": kernel_template, "points": points,
+                  "fit": None, "dask": None}
     if len(sizes) >= 2:
         n = np.array([p["students"] for p in points], dtype=float)
         wall = np.array([p["wall_s"] for p in points])
@@ -164,7 +171,8 @@ def measure(sources: list[Path], sizes: list[int], workers: int, scratch: Path, 
         folder = scratch / f"class-{dask_size}"
         if not folder.exists():
             build_class(sources, dask_size, folder)
-        on_dask = grade_class(folder, scratch / "results-dask", sources, workers, scheduler="local")
+        on_dask = grade_class(folder, scratch / "results-dask", sources, workers, scheduler="local",
+                              kernel_template=kernel_template)
         local = next((p for p in points if p["students"] == dask_size), None)
         data["dask"] = {**on_dask, "vs_local": round(on_dask["wall_s"] / local["wall_s"], 3) if local else None}
         if step:

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--notebooks", help="comma-separated notebook stems to measure (default: all present)")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>[-quick|-partial].json)")
     parser.add_argument("--scratch", type=Path, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--no-kernel-template", action="store_true",
+                        help="class scale: start every kernel afresh (the grader's --no-kernel-template)")
     return parser
 
 
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                     "load_at_start": _load()},
         "params": {"repeat": repeat, "notebook_budget_s": args.notebook_budget, "submissions": n_submissions, "scaling": sizes, "workers": args.workers,
                    "sections": sections, "notebooks": [p.stem for p in notebooks],
-                   "graded_notebook": graded.stem, "class_sizes": class_sizes, "dask_size": dask_size},
+                   "graded_notebook": graded.stem, "class_sizes": class_sizes, "dask_size": dask_size,
+                   "kernel_template": not args.no_kernel_template},
         "method": METHOD,
         "notebooks": None, "figures": None, "grading": None, "scaling": None, "classscale": None,
     }
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.classscale import measure
 
                 results["classscale"] = measure(notebooks, class_sizes, args.workers, scratch / "classscale",
-                                                describe, step, dask_size=dask_size)
+                                                describe, step, dask_size=dask_size,
+                                                kernel_template=not args.no_kernel_template)
             describe("done")
     finally:
         if args.scratch is None:
