@@ -149,7 +149,7 @@ def thread_count() -> int:
 # --------------------------------------------------------------------------- serving
 
 
-def serve(socket_path: str, run_keys: list[str], interpreter: str, report) -> None:
+def serve(socket_path: str, run_keys: list[str], interpreter: str, report, scripts_dir: str = "") -> None:
     """Accept requests until the parent goes away."""
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,7 +167,7 @@ def serve(socket_path: str, run_keys: list[str], interpreter: str, report) -> No
         conn, _ = listener.accept()
         with conn:
             try:
-                _handle(conn, listener, base_env, set(run_keys), interpreter)
+                _handle(conn, base_env, set(run_keys), interpreter, scripts_dir)
             except Exception as exc:  # a bad request never stops the template
                 _reply(conn, {"refused": f"{type(exc).__name__}: {exc}"[:300]})
 
@@ -192,23 +192,44 @@ def _reply(conn: socket.socket, message: dict) -> None:
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds = b"", []
     conn.settimeout(10)
-    while not data.endswith(b"\n"):
-        chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 8)
-        fds += new_fds
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError("request too large")
-    return json.loads(data), fds
+    try:
+        while not data.endswith(b"\n"):
+            chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 8)
+            fds += new_fds
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_REQUEST_BYTES:
+                raise ValueError("request too large")
+        request = json.loads(data)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        return request, fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
-def refusal(request: dict, base_env: dict, run_keys: set, interpreter: str, python_threads: int | None = None
-            ) -> str | None:
-    """Why this template cannot start the requested kernel, or None."""
+def program(argv: list, scripts_dir: str) -> str | None:
+    """What ``argv`` runs, if this template can: ``KERNEL_MODULE`` (a kernel template, started
+    as a kernel is), or the path of a grader script in ``scripts_dir`` (a probe template,
+    started with ``-I`` as a probe is)."""
+    if not sys.flags.isolated and len(argv) >= 3 and argv[1:3] == ["-m", KERNEL_MODULE]:
+        return KERNEL_MODULE
+    if sys.flags.isolated and scripts_dir and len(argv) == 3 and argv[1] == "-I" and isinstance(argv[2], str):
+        script = os.path.realpath(argv[2])
+        if os.path.dirname(script) == os.path.realpath(scripts_dir) and os.path.isfile(script):
+            return script
+    return None
+
+
+def refusal(request: dict, base_env: dict, run_keys: set, interpreter: str, python_threads: int | None = None,
+            scripts_dir: str = "") -> str | None:
+    """Why this template cannot start the requested program, or None."""
     argv = request.get("argv") or []
-    if len(argv) < 3 or argv[1:3] != ["-m", KERNEL_MODULE]:
-        return f"not a `python -m {KERNEL_MODULE}` kernel"
+    if program(argv, scripts_dir) is None:
+        return "not a program this template starts"
     if os.path.realpath(argv[0]) != os.path.realpath(interpreter):
         return "another interpreter"
     env = request.get("env") or {}
@@ -221,7 +242,7 @@ def refusal(request: dict, base_env: dict, run_keys: set, interpreter: str, pyth
     return None
 
 
-def _handle(conn: socket.socket, listener: socket.socket, base_env: dict, run_keys: set, interpreter: str) -> None:
+def _handle(conn: socket.socket, base_env: dict, run_keys: set, interpreter: str, scripts_dir: str) -> None:
     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
     if uid != os.getuid():
         return
@@ -230,7 +251,8 @@ def _handle(conn: socket.socket, listener: socket.socket, base_env: dict, run_ke
         if len(fds) != 4:
             _reply(conn, {"refused": "expected stdin, stdout, stderr and a report pipe"})
             return
-        reason = refusal(request, base_env, run_keys, interpreter)
+        reason = refusal(request, base_env, run_keys, interpreter, scripts_dir=scripts_dir)
+        request["program"] = program(request["argv"], scripts_dir)
         if reason:
             _reply(conn, {"refused": reason})
             return
@@ -310,14 +332,18 @@ def become_kernel(request: dict, fds: list[int]) -> None:
     os.environ.update(request["env"])
     _show_as_exec(request["argv"], request["env"])
     _drop_privileges(uid, gid)
-    _rebase_interpreter(request["argv"], run_dir)
+    kernel = request["program"] == KERNEL_MODULE
+    _rebase_interpreter(request["argv"], run_dir, kernel)
     import runpy
 
     os.write(report, b'{"ready": true}\n')
     os.close(report)
 
     try:
-        runpy.run_module(KERNEL_MODULE, run_name="__main__", alter_sys=True)
+        if kernel:
+            runpy.run_module(KERNEL_MODULE, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(request["program"], run_name="__main__")
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -376,13 +402,17 @@ def _drop_privileges(uid: int, gid: int) -> None:
         raise PermissionError("privileges were not dropped")
 
 
-def _rebase_interpreter(argv: list[str], run_dir: str) -> None:
-    """What a fresh ``python -m ipykernel_launcher`` in ``run_dir`` would have computed at start."""
-    sys.argv = [argv[0], *argv[3:]]  # run_module puts the module's path in argv[0]
-    if sys.path and sys.path[0] in ("", os.curdir):
-        sys.path[0] = run_dir
+def _rebase_interpreter(argv: list[str], run_dir: str, kernel: bool) -> None:
+    """What a fresh ``python -m ipykernel_launcher`` in ``run_dir`` (or ``python -I SCRIPT``,
+    whose folder -I keeps off sys.path) would have computed at start."""
+    if kernel:
+        sys.argv = [argv[0], *argv[3:]]  # run_module puts the module's path in argv[0]
+        if sys.path and sys.path[0] in ("", os.curdir):
+            sys.path[0] = run_dir
+        else:
+            sys.path.insert(0, run_dir)
     else:
-        sys.path.insert(0, run_dir)
+        sys.argv = [argv[2]]
     _rebase_site()
     if "numpy" in sys.modules:  # its global generator was seeded once, in the template
         sys.modules["numpy"].random.seed()
@@ -419,4 +449,4 @@ def main() -> None:
     report.write(json.dumps({"preloaded": added, "tainted": tainted_modules(config["marker"]),
                              "python_threads": threading.active_count(), "threads": thread_count()}) + "\n")
     report.flush()
-    serve(socket_path, config.get("run_keys") or [], config["interpreter"], report)
+    serve(socket_path, config.get("run_keys") or [], config["interpreter"], report, config.get("scripts_dir") or "")

@@ -27,11 +27,17 @@ import threading
 import time
 from pathlib import Path
 
-from autograde import sandbox
+from autograde import sandbox, templates
 from autograde.limits import Limits
 from checkpoints.interface import Unavailable, strict_json
 
 PROBES_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "probes"
+# Probes are forked from a template that imported what the probe scripts import (Streamlit,
+# scikit-learn, pandas, joblib...), as kernels are (autograde/templates.py).
+_SCRIPTS = sorted(PROBES_DIR.glob("*.py"))
+PROBE_TEMPLATE = templates.TemplateSpec(
+    modules=tuple(m for m in templates.script_imports(_SCRIPTS) if m.split(".")[0] not in {p.stem for p in _SCRIPTS}),
+    scripts_dir=str(PROBES_DIR))
 MAX_ANSWER_BYTES = 4_000_000
 MAX_STDOUT_BYTES = 16_000_000  # all a probe process may write on its answer channel, over every request
 _ENDED = object()  # the probe closed its stdout
@@ -77,20 +83,24 @@ class ResidentProbe:
     """One probe script over one run folder, started on the first request."""
 
     def __init__(self, script: str, *, run_dir: Path, limits: Limits, writable: bool,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, from_template: bool = True):
         path = PROBES_DIR / f"{script}.py"
         if not path.is_file():
             raise Unavailable(f"no probe named {script}")
         self.argv = [sys.executable, "-I", str(path)]
         self.run_dir, self.limits, self.writable = Path(run_dir), limits, writable
         self.env = probe_env(self.run_dir, env)
+        self.from_template = from_template
         self.process: sandbox.ProbeProcess | None = None
         self.lines: queue.Queue = queue.Queue()  # the running process's stdout lines (a new queue per process)
         self.starts = 0  # processes started (one unless a request timed out or crashed it)
 
     def _start(self) -> None:
+        template = templates.socket_for({**sandbox.PROBE_BASE_ENV, **self.env}, PROBE_TEMPLATE) \
+            if self.from_template and self.limits.sandbox else None
         self.process = sandbox.start_probe(self.argv, run_dir=self.run_dir, limits=self.limits,
-                                           writable=self.writable, ro_binds=[PROBES_DIR], env=self.env)
+                                           writable=self.writable, ro_binds=[PROBES_DIR], env=self.env,
+                                           template=template)
         self.starts += 1
         self.lines = queue.Queue()
         threading.Thread(target=_read_lines, args=(self.process.proc.stdout, self.lines), daemon=True).start()
@@ -144,14 +154,16 @@ class ResidentProbe:
 class ProbePool:
     """The probes of one execution, closed with it (nothing a probe started outlives it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, from_template: bool = True) -> None:
         self._probes: dict[tuple[str, bool], ResidentProbe] = {}
+        self.from_template = from_template
 
     def ask(self, script: str, payload, *, run_dir: Path, limits: Limits, timeout: float, writable: bool = False,
             env: dict[str, str] | None = None):
         key = (script, writable)
         if key not in self._probes:
-            self._probes[key] = ResidentProbe(script, run_dir=run_dir, limits=limits, writable=writable, env=env)
+            self._probes[key] = ResidentProbe(script, run_dir=run_dir, limits=limits, writable=writable, env=env,
+                                              from_template=self.from_template)
         return self._probes[key].ask(payload, timeout)
 
     def close(self) -> None:

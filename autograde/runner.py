@@ -308,7 +308,8 @@ def execute_notebook(
             memory_watch.start()
             access = None
             try:
-                access = _kernel_access(client, run_dir, limits, info_file) if checkpoints else None
+                access = _kernel_access(client, run_dir, limits, info_file, template is not None) \
+                    if checkpoints else None
                 for index, cell in enumerate(nb.cells):
                     client._current_index = index
                     if checkpoints is not None and checkpoints.handles(cell):
@@ -367,10 +368,11 @@ def execute_notebook(
     )
 
 
-def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Path):
+def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Path, from_template: bool):
     """The live kernel as a checkpoint may use it: grader code run without touching the
     student's input history, the run folder, and the kernel's network namespace."""
     from autograde.collect import KernelAccess, KernelGone
+    from autograde.probes import ProbePool
 
     def run_code(code: str) -> str:
         request = nbformat.v4.new_code_cell(code)
@@ -384,7 +386,7 @@ def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Pa
                        if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
     info = sandbox.read_info(info_file, timeout=10)  # written once the sandbox is up
-    return KernelAccess(run_code=run_code, run_dir=run_dir,
+    return KernelAccess(run_code=run_code, run_dir=run_dir, probes=ProbePool(from_template=from_template),
                         netns_pid=info.netns_pid if info.mode == "isolated" else None, limits=limits)
 
 

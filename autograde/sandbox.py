@@ -861,14 +861,17 @@ def _wait_for(probe, timeout: float):
     return None
 
 
-def _ask_template(socket_path: str, request: dict, report_w: int) -> dict:
+def _ask_template(socket_path: str, request: dict, fds: int | list[int]) -> dict:
+    """The template's answer to ``request``, sent with ``fds``: the program's stdin, stdout,
+    stderr and report pipe (a kernel gets the launcher's own three streams and ``fds``)."""
     import socket
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(30)
             conn.connect(socket_path)
-            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2, report_w])
+            passed = fds if isinstance(fds, list) else [0, 1, 2, fds]
+            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], passed)
             reply = b""
             while not reply.endswith(b"\n") and len(reply) < 65536:
                 chunk = conn.recv(4096)
@@ -968,6 +971,7 @@ class ProbeProcess:
         self.slot, self.cgroups, self.scratch = slot, cgroups, scratch
         self.mode, self.reason = mode, reason
         self.uid = slot.uid if slot is not None else os.getuid()
+        self.from_template = isinstance(proc, _ForkedProbe)
         self._closed = False
 
     def refresh(self) -> None:
@@ -1005,11 +1009,21 @@ class ProbeProcess:
                 shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+PROBE_BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def probe_environment(env: dict | None, run_dir: Path, uid: int, roots: list[Path]) -> dict[str, str]:
+    """The whole environment of a probe over ``run_dir``."""
+    return _sandbox_env({**PROBE_BASE_ENV, **(env or {})}, run_dir, uid, roots)
+
+
 def start_probe(argv: list[str], *, run_dir: Path, limits: Limits, writable: bool = False,
-                ro_binds: list[Path] = (), env: dict | None = None) -> ProbeProcess:
+                ro_binds: list[Path] = (), env: dict | None = None, template: str | None = None) -> ProbeProcess:
     """Start a grader probe over ``run_dir`` with pipes on stdin, stdout and stderr: own PID
     and network namespaces, own uid, cgroup limits; the run folder is a throwaway copy,
-    read-only unless ``writable``. The caller owns the result and must ``close`` it."""
+    read-only unless ``writable``. With ``template`` (a probe template's socket) the probe is
+    forked from it, or started the usual way when it cannot be. The caller owns the result
+    and must ``close`` it."""
     run_dir = Path(run_dir).resolve()
     ok, reason = availability() if limits.sandbox else (False, "sandbox not requested")
     if not ok:
@@ -1030,8 +1044,14 @@ def start_probe(argv: list[str], *, run_dir: Path, limits: Limits, writable: boo
         ro_binds = list(dict.fromkeys(Path(p).resolve() for p in [*ro_binds, *getattr(limits, "ro_paths", ())]
                                       if Path(p).exists()))
         roots = _allowed_roots(run_dir, ro_binds)
-        base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-        full_env = _sandbox_env({**base, **(env or {})}, run_dir, slot.uid, roots)
+        full_env = probe_environment(env, run_dir, slot.uid, roots)
+        mode_reason = f"limits by rlimit only ({problem})" if problem else ""
+        if template and not problem:
+            forked = _probe_from_template(template, argv, run_dir, copy, writable, ro_binds, full_env, slot,
+                                          cgroups, limits)
+            if forked is not None:
+                return ProbeProcess(forked, run_dir=run_dir, copy=copy, writable=writable, slot=slot,
+                                    cgroups=cgroups, scratch=scratch, mode="isolated", reason=mode_reason)
         data_fds = _data_pipes(_etc_data(slot.uid, slot.gid, run_dir))
         bwrap = _bwrap_argv(run_dir, slot.uid, slot.gid, run_source=copy, writable=writable,
                             ro_binds=ro_binds, data_fds=data_fds)
@@ -1053,7 +1073,107 @@ def start_probe(argv: list[str], *, run_dir: Path, limits: Limits, writable: boo
             with contextlib.suppress(OSError):
                 os.close(fd)
     return ProbeProcess(proc, run_dir=run_dir, copy=copy, writable=writable, slot=slot, cgroups=cgroups,
-                        scratch=scratch, mode="isolated", reason=f"limits by rlimit only ({problem})" if problem else "")
+                        scratch=scratch, mode="isolated", reason=mode_reason)
+
+
+class _ForkedProbe:
+    """A probe forked from a template, with what ProbeProcess and its readers use of a Popen:
+    its pipes, and wait/poll/kill, which end with the probe (the holder's bwrap is then
+    stopped: it would wait for ever)."""
+
+    def __init__(self, holder: subprocess.Popen, stdin, stdout, stderr, report_fd: int):
+        self.holder, self.stdin, self.stdout, self.stderr = holder, stdin, stdout, stderr
+        self.pid, self.returncode = holder.pid, None
+        self._report = report_fd
+
+    def _status(self, timeout: float | None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for message in _json_lines(self._report, deadline=deadline):
+            if type(message.get("status")) is int:
+                return message["status"]
+        return None if deadline is not None and time.monotonic() >= deadline else 1
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            status = self._status(0)
+            if status is not None:
+                self._ended(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            status = self._status(timeout)
+            if status is None:
+                raise subprocess.TimeoutExpired("probe", timeout)
+            self._ended(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.holder.kill()
+        if self.returncode is None:
+            self._ended(-signal.SIGKILL)
+
+    def _ended(self, status: int) -> None:
+        self.returncode = status
+        with contextlib.suppress(OSError):
+            self.holder.kill()
+        self.holder.wait()
+        with contextlib.suppress(OSError):
+            os.close(self._report)
+
+
+def _probe_from_template(template: str, argv: list[str], run_dir: Path, copy: Path, writable: bool,
+                         ro_binds: list[Path], env: dict[str, str], slot: UidSlot, cgroups: dict[str, str],
+                         limits: Limits) -> _ForkedProbe | None:
+    """The probe forked from the template into a sandbox like start_probe's, or None (nothing
+    of the attempt left running) when the template cannot."""
+    data_fds = _data_pipes(_etc_data(slot.uid, slot.gid, run_dir))
+    info_r, info_w = os.pipe()
+    argv_bwrap = _bwrap_argv(run_dir, HOLDER_UID, HOLDER_UID, run_source=copy, writable=writable, ro_binds=ro_binds,
+                             data_fds=data_fds, options=["--info-fd", str(info_w)]) + HOLDER_COMMAND
+
+    def prepare() -> None:
+        _join_cgroups(cgroups)
+        _rlimits(limits.cpu_seconds, limits.max_file_mb, limits.max_processes)
+
+    try:
+        holder_proc = subprocess.Popen(argv_bwrap, env=env, cwd="/", pass_fds=[info_w, *data_fds.values()],
+                                       preexec_fn=prepare, process_group=0, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(info_w)
+        for fd in data_fds.values():
+            os.close(fd)
+    init = int(_read_bwrap_info(info_r).get("child-pid") or 0)
+    holder = _wait_for(lambda: next(iter(_children(init)), None) if init and holder_proc.poll() is None else None, 30)
+    pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, report
+    child_ends = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+    try:
+        reply = _ask_template(template, {
+            "argv": argv, "env": {**env, "PWD": str(run_dir)}, "run_dir": str(run_dir), "uid": slot.uid,
+            "gid": slot.gid, "holder": holder, "cgroups": cgroups,
+            "rlimits": {"cpu_seconds": limits.cpu_seconds, "max_file_mb": limits.max_file_mb,
+                        "max_processes": limits.max_processes}}, child_ends) if holder else \
+            {"refused": "the sandbox did not come up"}
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    ready = False
+    if "forked" in reply:
+        for message in _json_lines(pipes[3][0], deadline=time.monotonic() + 60):
+            ready = bool(message.get("ready"))
+            if ready or "status" in message or "error" in message:
+                break
+    if not ready:
+        for fd in (pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            holder_proc.kill()
+        holder_proc.wait()
+        _empty_cgroups(cgroups)
+        return None
+    return _ForkedProbe(holder_proc, os.fdopen(pipes[0][1], "wb"), os.fdopen(pipes[1][0], "rb"),
+                        os.fdopen(pipes[2][0], "rb"), pipes[3][0])
 
 
 def _start_limits_only(argv, run_dir, limits, writable, env, reason) -> ProbeProcess:

@@ -42,27 +42,43 @@ _IMPORT = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Z
 
 @dataclass(frozen=True)
 class TemplateSpec:
-    """What a kernel template preloads, and the per-notebook variables (checkpoint modules'
-    ``KERNEL_ENV``) that differ between the kernels it serves."""
+    """What a template preloads, and the per-notebook variables (checkpoint modules'
+    ``KERNEL_ENV``) that differ between the kernels it serves. With ``scripts_dir`` it is a
+    probe template instead: started with ``python -I`` as probes are, it runs the grader's
+    scripts in that folder (``checkpoints/probes``)."""
 
     modules: tuple[str, ...] = ()
     knob_keys: tuple[str, ...] = ()
+    scripts_dir: str = ""
 
 
 def notebook_imports(paths: list[Path]) -> tuple[str, ...]:
     """The modules the notebooks' code cells import, in order of first appearance, without
     the standard library's (cheap, and some have side effects) and relative imports."""
-    found: dict[str, None] = {}
+    sources = []
     for path in paths:
         with contextlib.suppress(OSError, ValueError, nbformat.reader.NotJSONError):
-            for cell in nbformat.read(str(path), as_version=4).cells:
-                if cell.cell_type != "code":
-                    continue
-                for line in cell.source.splitlines():
-                    match = _IMPORT.match(line)
-                    if match:
-                        for name in (match.group(1) or match.group(2)).split(","):
-                            found[name.strip()] = None
+            sources += [c.source for c in nbformat.read(str(path), as_version=4).cells if c.cell_type == "code"]
+    return _imports(sources)
+
+
+def script_imports(paths: list[Path]) -> tuple[str, ...]:
+    """The same, for Python scripts."""
+    sources = []
+    for path in paths:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            sources.append(path.read_text())
+    return _imports(sources)
+
+
+def _imports(sources: list[str]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for source in sources:
+        for line in source.splitlines():
+            match = _IMPORT.match(line)
+            if match:
+                for name in (match.group(1) or match.group(2)).split(","):
+                    found[name.strip()] = None
     return tuple(name for name in found
                  if name.split(".")[0] not in sys.stdlib_module_names and name != "__future__")
 
@@ -86,6 +102,7 @@ class KernelTemplate:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+MAX_TEMPLATES = 2  # a kernel template and a probe template per grading process
 _templates: dict[tuple, KernelTemplate] = {}
 _failed: dict[tuple, str] = {}
 
@@ -95,8 +112,9 @@ def base_environment(env: dict[str, str], spec: TemplateSpec) -> dict[str, str]:
     from autograde.sandbox import _sandbox_env
 
     marker_dir = Path("/nonexistent-autograde-run")
-    # jupyter_client adds the parent's pid, which the launcher replaces with 1 (ipykernel reads it at import)
-    full = _sandbox_env({**env, "JPY_PARENT_PID": "1"}, marker_dir, 0, [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()])
+    # jupyter_client adds a kernel's parent pid, which the launcher replaces with 1 (ipykernel reads it at import)
+    extra = {} if spec.scripts_dir else {"JPY_PARENT_PID": "1"}
+    full = _sandbox_env({**env, **extra}, marker_dir, 0, [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()])
     return {k: v for k, v in full.items() if k not in set(RUN_KEYS) | set(spec.knob_keys)}
 
 
@@ -109,10 +127,12 @@ def socket_for(env: dict[str, str], spec: TemplateSpec) -> str | None:
     key = (sys.executable, tuple(sorted(base.items())), spec)
     if key in _failed:
         return None
-    template = _templates.get(key)
+    template = _templates.pop(key, None)
     if template is not None and template.alive():
+        _templates[key] = template  # the most recently used last
         return str(template.socket_path)
-    close_all()
+    while len(_templates) >= MAX_TEMPLATES:  # the least recently used goes
+        _templates.pop(next(iter(_templates))).close()
     try:
         template = _start(base, spec)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -123,7 +143,7 @@ def socket_for(env: dict[str, str], spec: TemplateSpec) -> str | None:
 
 
 def _start(base: dict[str, str], spec: TemplateSpec) -> KernelTemplate:
-    modules = [*KERNEL_MODULES, *spec.modules]
+    modules = [*([] if spec.scripts_dir else KERNEL_MODULES), *spec.modules]
     dropped: list[str] = []
     for _attempt in range(2):
         template, report = _launch(base, spec, modules)
@@ -152,9 +172,11 @@ def _launch(base: dict[str, str], spec: TemplateSpec, modules: list[str]) -> tup
     socket_path = folder / "socket"
     read_end, write_end = os.pipe()
     config = {"modules": modules, "run_keys": [*RUN_KEYS, *spec.knob_keys], "marker": marker,
-              "interpreter": sys.executable, "report_fd": write_end}
+              "interpreter": sys.executable, "report_fd": write_end, "scripts_dir": spec.scripts_dir}
+    flags = ["-I"] if spec.scripts_dir else []
     try:
-        proc = subprocess.Popen([sys.executable, "-c", _BOOT, str(FORKSERVER), str(socket_path), json.dumps(config)],
+        proc = subprocess.Popen([sys.executable, *flags, "-c", _BOOT, str(FORKSERVER), str(socket_path),
+                                 json.dumps(config)],
                                 env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, pass_fds=[write_end], start_new_session=True)
     except BaseException:

@@ -124,8 +124,10 @@ def test_the_template_refuses_what_it_cannot_start_faithfully():
                                                    sys.executable)
     assert "differs in EXTRA" in forkserver.refusal({**good, "env": {**base, "EXTRA": "1"}}, base, {"HOME"},
                                                     sys.executable)
-    assert "ipykernel_launcher" in forkserver.refusal({**good, "argv": [sys.executable, "-c", "evil"]}, base,
-                                                      {"HOME"}, sys.executable)
+    assert "not a program" in forkserver.refusal({**good, "argv": [sys.executable, "-c", "evil"]}, base,
+                                                 {"HOME"}, sys.executable)
+    # A probe template runs only scripts of its folder, with -I: never a kernel, never `python -c`.
+    assert forkserver.program([sys.executable, "-I", __file__], str(Path(__file__).parent)) is None  # not -I here
     assert "interpreter" in forkserver.refusal({**good, "argv": ["/bin/sh", *good["argv"][1:]]}, base, {"HOME"},
                                                sys.executable)
     assert "thread" in forkserver.refusal(good, base, {"HOME"}, sys.executable, python_threads=2)
@@ -174,3 +176,18 @@ def test_notebook_imports_lists_third_party_modules_in_order(tmp_path):
     nbformat.write(notebook, path)
     assert notebook_imports([path, tmp_path / "missing.ipynb"]) == ("numpy", "sklearn.pipeline", "streamlit", "torch")
 
+
+
+def test_a_probe_template_runs_only_the_scripts_of_its_folder(tmp_path):
+    scripts, elsewhere = tmp_path / "probes", tmp_path / "elsewhere"
+    scripts.mkdir()
+    elsewhere.mkdir()
+    for folder in (scripts, elsewhere):
+        (folder / "probe.py").write_text("print('probe')\n")
+    code = (f"import sys; sys.path.insert(0, {str(Path(forkserver.__file__).parent)!r}); import forkserver\n"
+            f"exe, folder = sys.executable, {str(scripts)!r}\n"
+            f"print([forkserver.program(argv, folder) for argv in ([exe, '-I', folder + '/probe.py'],"
+            f" [exe, '-I', {str(elsewhere / 'probe.py')!r}], [exe, '-I', folder + '/../elsewhere/probe.py'],"
+            f" [exe, folder + '/probe.py'], [exe, '-m', 'ipykernel_launcher', '-f', 'c.json'])])")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([str(scripts / "probe.py"), None, None, None, None])

@@ -15,6 +15,7 @@ import pytest
 
 from autograde import probes, sandbox
 from autograde.limits import Limits
+from autograde.templates import TemplateSpec
 from checkpoints.interface import Unavailable
 
 ISOLATION, WHY_NOT = sandbox.availability()
@@ -65,6 +66,8 @@ def probe_dir(tmp_path, monkeypatch) -> Path:
     shutil.copy(probes.PROBES_DIR / "probe_protocol.py", folder)
     (folder / "echo.py").write_text(textwrap.dedent(ECHO_PROBE))
     monkeypatch.setattr(probes, "PROBES_DIR", folder)
+    # In a sandbox the probes are forked from a probe template serving this folder's scripts.
+    monkeypatch.setattr(probes, "PROBE_TEMPLATE", TemplateSpec(modules=("json",), scripts_dir=str(folder)))
     return folder
 
 
@@ -98,6 +101,7 @@ def test_one_process_answers_each_request_with_the_folder_as_it_is_then(probe_di
     probe = probes.ResidentProbe("echo", run_dir=run_dir, limits=Limits(sandbox=isolated), writable=True)
     try:
         first = probe.ask({"write": True}, timeout=60)
+        assert probe.process.from_template == isolated
         (run_dir / "helper.py").write_text("VALUE = 2\n")
         (run_dir / "data.txt").write_text("second")
         second = probe.ask({}, timeout=60)
