@@ -18,6 +18,7 @@ starts a new one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -83,20 +84,23 @@ class ResidentProbe:
     """One probe script over one run folder, started on the first request."""
 
     def __init__(self, script: str, *, run_dir: Path, limits: Limits, writable: bool,
-                 env: dict[str, str] | None = None, from_template: bool = True):
+                 env: dict[str, str] | None = None, from_template: bool = True, knob_keys: tuple[str, ...] = ()):
         path = PROBES_DIR / f"{script}.py"
         if not path.is_file():
             raise Unavailable(f"no probe named {script}")
         self.argv = [sys.executable, "-I", str(path)]
         self.run_dir, self.limits, self.writable = Path(run_dir), limits, writable
         self.env = probe_env(self.run_dir, env)
-        self.from_template = from_template
+        # knob_keys: the assignment's per-notebook variables (checkpoint modules' KERNEL_ENV),
+        # so that one probe template serves every notebook's probes.
+        self.from_template, self.knob_keys = from_template, tuple(knob_keys)
         self.process: sandbox.ProbeProcess | None = None
         self.lines: queue.Queue = queue.Queue()  # the running process's stdout lines (a new queue per process)
         self.starts = 0  # processes started (one unless a request timed out or crashed it)
 
     def _start(self) -> None:
-        template = templates.socket_for({**sandbox.PROBE_BASE_ENV, **self.env}, PROBE_TEMPLATE) \
+        spec = dataclasses.replace(PROBE_TEMPLATE, knob_keys=self.knob_keys)
+        template = templates.socket_for({**sandbox.PROBE_BASE_ENV, **self.env}, spec) \
             if self.from_template and self.limits.sandbox else None
         self.process = sandbox.start_probe(self.argv, run_dir=self.run_dir, limits=self.limits,
                                            writable=self.writable, ro_binds=[PROBES_DIR], env=self.env,
@@ -154,16 +158,16 @@ class ResidentProbe:
 class ProbePool:
     """The probes of one execution, closed with it (nothing a probe started outlives it)."""
 
-    def __init__(self, from_template: bool = True) -> None:
+    def __init__(self, from_template: bool = True, knob_keys: tuple[str, ...] = ()) -> None:
         self._probes: dict[tuple[str, bool], ResidentProbe] = {}
-        self.from_template = from_template
+        self.from_template, self.knob_keys = from_template, tuple(knob_keys)
 
     def ask(self, script: str, payload, *, run_dir: Path, limits: Limits, timeout: float, writable: bool = False,
             env: dict[str, str] | None = None):
         key = (script, writable)
         if key not in self._probes:
             self._probes[key] = ResidentProbe(script, run_dir=run_dir, limits=limits, writable=writable, env=env,
-                                              from_template=self.from_template)
+                                              from_template=self.from_template, knob_keys=self.knob_keys)
         return self._probes[key].ask(payload, timeout)
 
     def close(self) -> None:

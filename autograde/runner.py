@@ -308,8 +308,7 @@ def execute_notebook(
             memory_watch.start()
             access = None
             try:
-                access = _kernel_access(client, run_dir, limits, info_file, template is not None) \
-                    if checkpoints else None
+                access = _kernel_access(client, run_dir, limits, info_file, template) if checkpoints else None
                 for index, cell in enumerate(nb.cells):
                     client._current_index = index
                     if checkpoints is not None and checkpoints.handles(cell):
@@ -334,7 +333,7 @@ def execute_notebook(
         if sandbox.memory_exceeded(info):  # the cgroup's limit stopped it (an OOM kill)
             memory_hit.set()
         sandbox.kill_all(info)  # everything in its cgroups; its uid is released
-        kill_new_descendants(before)
+        kill_new_descendants(before | templates.running_pids())  # a probe template may have started meanwhile
         sandbox_mode, sandbox_reason = _sandbox_report(info, limits)
         kernel_from = info.kernel_from if info.mode == "isolated" else "exec"
         shutil.rmtree(private_dir, ignore_errors=True)
@@ -368,7 +367,7 @@ def execute_notebook(
     )
 
 
-def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Path, from_template: bool):
+def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Path, template: TemplateSpec | None):
     """The live kernel as a checkpoint may use it: grader code run without touching the
     student's input history, the run folder, and the kernel's network namespace."""
     from autograde.collect import KernelAccess, KernelGone
@@ -386,7 +385,8 @@ def _kernel_access(client: _Client, run_dir: Path, limits: Limits, info_file: Pa
                        if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
     info = sandbox.read_info(info_file, timeout=10)  # written once the sandbox is up
-    return KernelAccess(run_code=run_code, run_dir=run_dir, probes=ProbePool(from_template=from_template),
+    probes = ProbePool(from_template=template is not None, knob_keys=template.knob_keys if template else ())
+    return KernelAccess(run_code=run_code, run_dir=run_dir, probes=probes,
                         netns_pid=info.netns_pid if info.mode == "isolated" else None, limits=limits)
 
 

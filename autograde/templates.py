@@ -26,6 +26,8 @@ from pathlib import Path
 
 import nbformat
 
+from autograde.forkserver import NEVER_PRELOADED
+
 FORKSERVER = Path(__file__).resolve().parent / "forkserver.py"
 # Variables that differ from one kernel to the next: the template sees marker values instead,
 # and any module that keeps one is not preloaded.
@@ -144,7 +146,8 @@ def socket_for(env: dict[str, str], spec: TemplateSpec) -> str | None:
 
 def _start(base: dict[str, str], spec: TemplateSpec) -> KernelTemplate:
     modules = [*([] if spec.scripts_dir else KERNEL_MODULES), *spec.modules]
-    dropped: list[str] = []
+    dropped = [m for m in modules if m.split(".")[0] in NEVER_PRELOADED]
+    modules = [m for m in modules if m not in dropped]
     for _attempt in range(2):
         template, report = _launch(base, spec, modules)
         tainted = set(report.get("tainted") or [])
@@ -208,6 +211,12 @@ def _read_lines(fd: int, count: int, timeout: float) -> list[dict]:
             break
         data += chunk
     return [json.loads(line) for line in data.split(b"\n")[:count] if line.strip()]
+
+
+def running_pids() -> set[int]:
+    """The templates of this process: they outlive every run (a runner's sweep of leftover
+    processes must spare them)."""
+    return {t.proc.pid for t in _templates.values() if t.alive()}
 
 
 def close_all() -> None:

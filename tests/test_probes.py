@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autograde import probes, sandbox
+from autograde import probes, sandbox, templates
 from autograde.limits import Limits
 from autograde.templates import TemplateSpec
 from checkpoints.interface import Unavailable
@@ -201,3 +201,5 @@ def test_an_executions_checkpoints_share_one_probe_that_dies_with_the_execution(
     assert seen[0]["pid"] == seen[1]["pid"]
     assert not _alive()
     assert _probe_copies() == copies_before  # its throwaway copy of the run folder is gone too
+    if isolated:  # the probe template, started during the run, outlives it for the next one
+        assert len(templates.running_pids()) == 2
