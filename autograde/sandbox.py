@@ -789,36 +789,22 @@ def _run_from_template(args: argparse.Namespace, command: list[str], run_dir: Pa
     proc, bwrap_info = _start_bwrap(args, HOLDER_COMMAND, run_dir, env, slot, cgroups, ro_paths, info,
                                     run_as=HOLDER_UID)
     init = int(bwrap_info.get("child-pid") or 0)
-    holder = _wait_for(lambda: next(iter(_children(init)), None) if init and proc.poll() is None else None, 30)
     report_r, report_w = os.pipe()
     try:
-        reply = _ask_template(args.template, {
-            "argv": command, "env": {**env, "PWD": str(run_dir)},  # PWD: as bwrap's --chdir sets it
-            "run_dir": str(run_dir), "uid": slot.uid, "gid": slot.gid,
-            "holder": holder, "cgroups": cgroups,
-            "rlimits": {"cpu_seconds": args.cpu_seconds, "max_file_mb": args.max_file_mb,
-                        "max_processes": args.max_processes}}, report_w) if holder else \
-            {"refused": "the sandbox did not come up"}
+        kernel, note = _fork_into(args.template, proc, init, command, run_dir, env, slot, cgroups,
+                                  (args.cpu_seconds, args.max_file_mb, args.max_processes), [0, 1, 2, report_w],
+                                  report_r)
     finally:
         os.close(report_w)
     with contextlib.closing(_Fd(report_r)) as report:
-        kernel, ready = None, False
-        if "forked" in reply:
-            for message in _json_lines(report.fd, deadline=time.monotonic() + 60):
-                kernel = message.get("pid", kernel)
-                ready = bool(message.get("ready"))
-                if message.get("error"):
-                    reply["refused"] = message["error"]
-                if ready or "status" in message:
-                    break
-        if not (kernel and ready):
-            info.template_note = str(reply.get("refused") or "the forked kernel did not come up")[:300]
+        if kernel is None:
+            info.template_note = note
             with contextlib.suppress(OSError):
                 proc.kill()
             proc.wait()
             _empty_cgroups(cgroups)  # the usual start reuses them
             return None
-        info.netns_pid, info.kernel_pid, info.kernel_from = init, int(kernel), "template"
+        info.netns_pid, info.kernel_pid, info.kernel_from = init, kernel, "template"
         with contextlib.suppress(OSError):
             _enter_netns(init)
         info.mode, info.reason = "isolated", ""
@@ -851,6 +837,33 @@ class _Fd:
             os.close(self.fd)
 
 
+def _fork_into(template: str, bwrap: subprocess.Popen, init: int, argv: list[str], run_dir: Path,
+               env: dict[str, str], slot: UidSlot, cgroups: dict[str, str], rlimits: tuple[int, int, int],
+               fds: list[int], report_r: int) -> tuple[int | None, str]:
+    """Ask the template to fork ``argv`` into the sandbox whose init is ``init`` (bwrap's, around
+    its holder), passing ``fds`` (the program's stdin, stdout, stderr and report pipe); wait until
+    it is ready to run. (Its host pid, "") or (None, why not)."""
+    holder = _wait_for(lambda: next(iter(_children(init)), None) if init and bwrap.poll() is None else None, 30)
+    if not holder:
+        return None, "the sandbox did not come up"
+    reply = _ask_template(template, {
+        "argv": argv, "env": {**env, "PWD": str(run_dir)},  # PWD: as bwrap's --chdir sets it
+        "run_dir": str(run_dir), "uid": slot.uid, "gid": slot.gid, "holder": holder, "cgroups": cgroups,
+        "rlimits": dict(zip(("cpu_seconds", "max_file_mb", "max_processes"), rlimits, strict=True))}, fds)
+    if "forked" not in reply:
+        return None, str(reply.get("refused") or "the template did not fork")[:300]
+    pid, ready = None, False  # the first child reports the pid, the program that it is ready: any order
+    for message in _json_lines(report_r, deadline=time.monotonic() + 60):
+        pid, ready = message.get("pid", pid), ready or bool(message.get("ready"))
+        if message.get("error"):
+            return None, str(message["error"])[:300]
+        if ready and type(pid) is int:
+            return pid, ""
+        if "status" in message:
+            break
+    return None, "the forked program did not come up"
+
+
 def _wait_for(probe, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -861,17 +874,16 @@ def _wait_for(probe, timeout: float):
     return None
 
 
-def _ask_template(socket_path: str, request: dict, fds: int | list[int]) -> dict:
+def _ask_template(socket_path: str, request: dict, fds: list[int]) -> dict:
     """The template's answer to ``request``, sent with ``fds``: the program's stdin, stdout,
-    stderr and report pipe (a kernel gets the launcher's own three streams and ``fds``)."""
+    stderr and report pipe."""
     import socket
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(30)
             conn.connect(socket_path)
-            passed = fds if isinstance(fds, list) else [0, 1, 2, fds]
-            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], passed)
+            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], fds)
             reply = b""
             while not reply.endswith(b"\n") and len(reply) < 65536:
                 chunk = conn.recv(4096)
@@ -1145,25 +1157,16 @@ def _probe_from_template(template: str, argv: list[str], run_dir: Path, copy: Pa
         for fd in data_fds.values():
             os.close(fd)
     init = int(_read_bwrap_info(info_r).get("child-pid") or 0)
-    holder = _wait_for(lambda: next(iter(_children(init)), None) if init and holder_proc.poll() is None else None, 30)
     pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, report
     child_ends = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
     try:
-        reply = _ask_template(template, {
-            "argv": argv, "env": {**env, "PWD": str(run_dir)}, "run_dir": str(run_dir), "uid": slot.uid,
-            "gid": slot.gid, "holder": holder, "cgroups": cgroups,
-            "rlimits": {"cpu_seconds": limits.cpu_seconds, "max_file_mb": limits.max_file_mb,
-                        "max_processes": limits.max_processes}}, child_ends) if holder else \
-            {"refused": "the sandbox did not come up"}
+        probe, _note = _fork_into(template, holder_proc, init, argv, run_dir, env, slot, cgroups,
+                                  (limits.cpu_seconds, limits.max_file_mb, limits.max_processes), child_ends,
+                                  pipes[3][0])
     finally:
         for fd in child_ends:
             os.close(fd)
-    ready = False
-    if "forked" in reply:
-        for message in _json_lines(pipes[3][0], deadline=time.monotonic() + 60):
-            ready = bool(message.get("ready"))
-            if ready or "status" in message or "error" in message:
-                break
+    ready = probe is not None
     if not ready:
         for fd in (pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]):
             os.close(fd)
